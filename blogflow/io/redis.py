@@ -1,0 +1,32 @@
+"""The Redis client wrapper: the only module of blogflow's sinks that imports redis."""
+
+from __future__ import annotations
+
+import os
+
+import redis
+
+__all__ = ["RedisError", "connect", "default_url", "redact_url"]
+
+RedisError = redis.RedisError
+
+
+def default_url() -> str:
+    """``REDIS_URL`` from the environment, else a Redis on localhost."""
+    return os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for logs and display data."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    _, _, host = rest.rpartition("@")
+    return f"{scheme}://***@{host}"
+
+
+def connect(url: str | None = None) -> redis.Redis:
+    """A client with bounded timeouts (hiredis parses replies when installed)."""
+    return redis.Redis.from_url(
+        url or default_url(), socket_timeout=30, socket_connect_timeout=5, decode_responses=True
+    )

@@ -1,0 +1,232 @@
+"""WriteSums: merges partial sums into MongoDB ``sums`` and mirrors them to Redis.
+
+MongoDB is the source of truth. Each array has one document::
+
+    {_id: arrayId, sum, arrayLength, packetsSeen, status: "complete"|"partial",
+     updatedAt, seen: <bitmap of counted packets>, rev}
+
+and Redis a hash ``sum:{arrayId}`` with ``sum``, ``arrayLength``, ``packetsSeen``,
+``status`` and ``updatedAt``. A batch costs one ``find``, one ``bulk_write`` and one Redis
+pipeline. Writers on several workers may race on one array: every replace is conditional
+on the ``rev`` it read, and a lost race is re-read and merged again (bounded retries).
+
+Delivery: at-least-once input, exactly-once effect. A packet already counted changes
+nothing; a complete sum is written once and never again. Writes happen inside the bundle
+that read the packets, so a MongoDB or Redis outage fails that bundle and the source
+redelivers rather than losing or half-writing a sum.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from pymongo import ReplaceOne
+
+from blogflow.io import mongo, redis
+from blogflow.transforms.summing import PartialSum, StoredSum, merge_into_stored
+
+__all__ = ["COLLECTION", "WriteSums", "redis_key"]
+
+_LOGGER = logging.getLogger(__name__)
+
+COLLECTION = "sums"
+
+
+def redis_key(array_id: str, prefix: str = "") -> str:
+    """The Redis hash that mirrors one sum."""
+    return f"{prefix}sum:{array_id}"
+
+
+def _stored(doc: dict[str, Any] | None) -> StoredSum | None:
+    if doc is None:
+        return None
+    return StoredSum(
+        doc["_id"], doc["arrayLength"], doc["sum"], bytes(doc["seen"]), doc["packetsSeen"]
+    )
+
+
+def _document(merged: StoredSum, rev: int, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "_id": merged.array_id,
+        "sum": merged.total,
+        "arrayLength": merged.array_length,
+        "packetsSeen": merged.packets_seen,
+        "status": merged.status,
+        "updatedAt": now,
+        "seen": merged.seen,
+        "rev": rev,
+    }
+
+
+class SumConflictError(RuntimeError):
+    """Concurrent writers kept winning the race for the same arrays."""
+
+
+class _WriteSumsFn(beam.DoFn):
+    def __init__(
+        self,
+        mongo_uri: str | None,
+        database: str,
+        redis_url: str | None,
+        redis_prefix: str,
+        batch_size: int,
+        max_attempts: int,
+    ) -> None:
+        self._mongo_uri = mongo_uri
+        self._database = database
+        self._redis_url = redis_url
+        self._redis_prefix = redis_prefix
+        self._batch_size = batch_size
+        self._max_attempts = max_attempts
+        self._counted = Metrics.counter("blogflow", "sum_packets_counted")
+        self._completed = Metrics.counter("blogflow", "sums_completed")
+        self._conflicts = Metrics.counter("blogflow", "sum_packet_conflicts")
+        self._races = Metrics.counter("blogflow", "sum_write_races")
+
+    def setup(self) -> None:
+        self._mongo, db = mongo.connect(self._mongo_uri, self._database)
+        self._sums = db[COLLECTION]
+        self._redis = redis.connect(self._redis_url)
+
+    def start_bundle(self) -> None:
+        self._pending: dict[str, PartialSum] = {}
+
+    def process(self, element: tuple[str, PartialSum]) -> None:
+        array_id, partial = element
+        pending = self._pending.get(array_id)
+        if pending is None:
+            self._pending[array_id] = partial
+        else:
+            pending.merge(partial)
+        if len(self._pending) >= self._batch_size:
+            self._flush()
+
+    def finish_bundle(self) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        for partial in pending.values():
+            if partial.conflicts:
+                self._conflicts.inc(partial.conflicts)
+        results: dict[str, tuple[StoredSum, dt.datetime]] = {}
+        for attempt in range(1, self._max_attempts + 1):
+            pending = self._merge_once(pending, results)
+            if not pending:
+                break
+            self._races.inc(len(pending))
+            _LOGGER.info("lost the race for %d sums; re-reading (attempt %d)", len(pending), attempt)
+        else:
+            raise SumConflictError(
+                f"{len(pending)} sums kept changing under concurrent writers "
+                f"after {self._max_attempts} attempts"
+            )
+        self._mirror_to_redis(results)
+
+    def _merge_once(
+        self,
+        pending: dict[str, PartialSum],
+        results: dict[str, tuple[StoredSum, dt.datetime]],
+    ) -> dict[str, PartialSum]:
+        """Merges and writes once; returns the arrays whose conditional write lost a race."""
+        ids = list(pending)
+        docs = {doc["_id"]: doc for doc in self._sums.find({"_id": {"$in": ids}})}
+        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        ops: list[ReplaceOne] = []
+        writes: list[str] = []
+        for array_id in ids:
+            doc = docs.get(array_id)
+            before = _stored(doc)
+            merged, changed = merge_into_stored(array_id, before, pending[array_id])
+            if not changed:
+                if doc is not None:
+                    results[array_id] = (merged, doc["updatedAt"])
+                continue
+            rev = doc["rev"] if doc else 0
+            ops.append(
+                ReplaceOne({"_id": array_id, "rev": rev}, _document(merged, rev + 1, now), upsert=True)
+            )
+            writes.append(array_id)
+            results[array_id] = (merged, now)
+            self._counted.inc(merged.packets_seen - (before.packets_seen if before else 0))
+            if merged.complete:
+                self._completed.inc()
+        if not ops:
+            return {}
+        lost: dict[str, PartialSum] = {}
+        try:
+            self._sums.bulk_write(ops, ordered=False)
+        except mongo.BulkWriteError as error:
+            for write_error in error.details.get("writeErrors", []):
+                if write_error["code"] != mongo.DUPLICATE_KEY:
+                    raise RuntimeError(f"writing sums failed: {write_error['errmsg']}") from None
+                array_id = writes[write_error["index"]]
+                lost[array_id] = pending[array_id]
+                del results[array_id]
+        return lost
+
+    def _mirror_to_redis(self, results: dict[str, tuple[StoredSum, dt.datetime]]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for array_id, (merged, updated_at) in results.items():
+            pipe.hset(
+                redis_key(array_id, self._redis_prefix),
+                mapping={
+                    "sum": merged.total,
+                    "arrayLength": merged.array_length,
+                    "packetsSeen": merged.packets_seen,
+                    "status": merged.status,
+                    "updatedAt": updated_at.isoformat(),
+                },
+            )
+        pipe.execute()
+
+    def teardown(self) -> None:
+        for client in (getattr(self, "_mongo", None), getattr(self, "_redis", None)):
+            if client is not None:
+                client.close()
+
+    def display_data(self) -> dict[str, Any]:
+        return {
+            "mongo": mongo.redact_uri(self._mongo_uri or mongo.default_uri()),
+            "database": self._database,
+            "redis": redis.redact_url(self._redis_url or redis.default_url()),
+        }
+
+
+class WriteSums(beam.PTransform):
+    """Merges ``(arrayId, PartialSum)`` into MongoDB ``sums`` and Redis ``sum:{arrayId}``.
+
+    Args:
+        mongo_uri: MongoDB URI; ``MONGODB_URI`` when None.
+        database: MongoDB database.
+        redis_url: Redis URL; ``REDIS_URL`` when None.
+        redis_prefix: prepended to every Redis key (tests use one per test).
+        batch_size: arrays per round trip.
+        max_attempts: how often a write that lost a race with another writer is retried.
+    """
+
+    def __init__(
+        self,
+        *,
+        mongo_uri: str | None = None,
+        database: str = mongo.DEFAULT_DATABASE,
+        redis_url: str | None = None,
+        redis_prefix: str = "",
+        batch_size: int = 1000,
+        max_attempts: int = 8,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or max_attempts < 1:
+            raise ValueError("batch_size and max_attempts must be positive")
+        self._fn = _WriteSumsFn(
+            mongo_uri, database, redis_url, redis_prefix, batch_size, max_attempts
+        )
+
+    def expand(self, sums: beam.PCollection) -> beam.PCollection:
+        return sums | "MergeSums" >> beam.ParDo(self._fn)

@@ -1,0 +1,137 @@
+"""PipelineOptions shared by blogflow's pipelines, and the argument parsing they share."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from blogflow.runners.profiles import PROFILES, resolve_runner
+
+__all__ = ["SourceOptions", "StoreOptions", "parse_pipeline_args"]
+
+#: How long a drain waits for more messages before it stops, by default.
+DEFAULT_IDLE_TIMEOUT = 5.0
+
+
+class SourceOptions(PipelineOptions):
+    """Where events come from and when a bounded run stops."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("source")
+        group.add_argument(
+            "--source",
+            default=None,
+            help="required: where events come from: sqs://QUEUE (name or URL) or "
+            "file://GLOB of JSON-lines archives",
+        )
+        group.add_argument(
+            "--drain",
+            action="store_true",
+            help="bounded run: stop once the queue has been empty for --idle-timeout seconds "
+            "(files are always bounded)",
+        )
+        group.add_argument(
+            "--idle-timeout",
+            "--idle_timeout",
+            dest="idle_timeout",
+            type=float,
+            default=DEFAULT_IDLE_TIMEOUT,
+            help="seconds without a message after which a --drain stops (default: %(default)s)",
+        )
+        group.add_argument(
+            "--max-records",
+            "--max_records",
+            dest="max_records",
+            type=int,
+            default=None,
+            help="stop after reading this many messages",
+        )
+        group.add_argument(
+            "--max-read-time",
+            "--max_read_time",
+            dest="max_read_time",
+            type=float,
+            default=None,
+            help="stop reading after this many seconds",
+        )
+
+
+class StoreOptions(PipelineOptions):
+    """Where results and dead letters are written."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("stores")
+        group.add_argument(
+            "--mongo-uri",
+            "--mongo_uri",
+            dest="mongo_uri",
+            default=None,
+            help="MongoDB URI (default: $MONGODB_URI, else mongodb://127.0.0.1:27017/)",
+        )
+        group.add_argument(
+            "--mongo-db",
+            "--mongo_db",
+            dest="mongo_db",
+            default="blogflow",
+            help="MongoDB database (default: %(default)s)",
+        )
+        group.add_argument(
+            "--redis-url",
+            "--redis_url",
+            dest="redis_url",
+            default=None,
+            help="Redis URL (default: $REDIS_URL, else redis://127.0.0.1:6379/0)",
+        )
+        group.add_argument(
+            "--redis-prefix",
+            "--redis_prefix",
+            dest="redis_prefix",
+            default="",
+            help="prefix of every Redis key written (default: none)",
+        )
+
+
+def parse_pipeline_args(
+    argv: Sequence[str],
+    option_classes: Sequence[type[PipelineOptions]],
+    *,
+    prog: str,
+    description: str,
+) -> PipelineOptions:
+    """Parses a pipeline's command line, with ``--help`` and clear errors.
+
+    Flags of ``option_classes`` are checked here (a missing ``--source`` exits with a
+    usage message); any other flag is handed to Beam, e.g. ``--direct_num_workers``.
+    """
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog="Other Beam pipeline options (e.g. --direct_num_workers=2, --job_name) are "
+        "passed to the runner.",
+    )
+    for option_class in option_classes:
+        option_class._add_argparse_args(parser)
+    parser.add_argument(
+        "--runner",
+        default=None,
+        help="runner profile (" + ", ".join(PROFILES) + ") or a Beam runner name; "
+        "default: FnApiRunner, in-process and offline",
+    )
+    known, _ = parser.parse_known_args(list(argv))
+    if hasattr(known, "source") and not known.source:
+        parser.error("--source is required, e.g. --source sqs://QUEUE or --source file://GLOB")
+    for name in ("max_records",):
+        value = getattr(known, name, None)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+    for name in ("idle_timeout", "max_read_time"):
+        value = getattr(known, name, None)
+        if value is not None and value <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+    options = PipelineOptions(list(argv))
+    options.view_as(StandardOptions).runner = resolve_runner(known.runner)
+    return options

@@ -1,0 +1,75 @@
+"""Combining within a bundle, for sinks that merge into durable state themselves."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.windowed_value import WindowedValue
+
+__all__ = ["CombinePerBundle"]
+
+
+class _CombinePerBundleFn(beam.DoFn):
+    """Accumulates values per key in memory; emits ``(key, accumulator)`` per bundle."""
+
+    def __init__(self, combine_fn: beam.CombineFn, max_keys: int) -> None:
+        self._combine_fn = combine_fn
+        self._max_keys = max_keys
+        self._accumulators: dict[Any, Any] = {}
+
+    def setup(self) -> None:
+        self._combine_fn.setup()
+
+    def start_bundle(self) -> None:
+        self._accumulators = {}
+
+    def process(self, element: tuple[Any, Any]) -> Iterator[tuple[Any, Any]]:
+        key, value = element
+        accumulators = self._accumulators
+        accumulator = accumulators.get(key)
+        if accumulator is None:
+            if len(accumulators) >= self._max_keys:
+                yield from self._drain()
+            accumulator = self._combine_fn.create_accumulator()
+        accumulators[key] = self._combine_fn.add_input(accumulator, value)
+
+    def _drain(self) -> Iterator[tuple[Any, Any]]:
+        accumulators, self._accumulators = self._accumulators, {}
+        return iter(accumulators.items())
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        for item in self._drain():
+            yield GlobalWindows.windowed_value(item)
+
+    def teardown(self) -> None:
+        self._combine_fn.teardown()
+
+
+class CombinePerBundle(beam.PTransform):
+    """Partially combines ``(key, value)`` pairs within each bundle.
+
+    This is the first half of Beam's combiner lifting without the shuffle: every bundle
+    emits one ``(key, accumulator)`` per key it saw (more if it saw over ``max_keys``
+    keys), and the consumer merges accumulators into its store with the same
+    ``CombineFn``. A sink placed right after it stores its effect inside the bundle that
+    read the input, i.e. before a source such as SQS deletes the messages.
+
+    Input: globally windowed ``(key, value)``. Output: ``(key, accumulator)``.
+    """
+
+    def __init__(self, combine_fn: beam.CombineFn, *, max_keys: int = 10_000) -> None:
+        super().__init__()
+        if max_keys < 1:
+            raise ValueError(f"max_keys must be positive, got {max_keys}")
+        self._combine_fn = combine_fn
+        self._max_keys = max_keys
+
+    def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
+        if not isinstance(pcoll.windowing.windowfn, GlobalWindows):
+            raise ValueError("CombinePerBundle needs a globally windowed input")
+        return pcoll | "CombineInBundle" >> beam.ParDo(
+            _CombinePerBundleFn(self._combine_fn, self._max_keys)
+        )
