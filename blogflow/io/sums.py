@@ -3,7 +3,7 @@
 MongoDB is the source of truth. Each array has one document::
 
     {_id: arrayId, sum, arrayLength, packetsSeen, status: "complete"|"partial",
-     updatedAt, seen: <bitmap of counted packets>, rev}
+     updatedAt, seen: <base64 bitmap of the packets counted>, rev}
 
 and Redis a hash ``sum:{arrayId}`` with ``sum``, ``arrayLength``, ``packetsSeen``,
 ``status`` and ``updatedAt``. A batch costs one ``find``, one ``bulk_write`` and one Redis
@@ -18,6 +18,7 @@ redelivers rather than losing or half-writing a sum.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import logging
 from typing import Any
@@ -45,7 +46,7 @@ def _stored(doc: dict[str, Any] | None) -> StoredSum | None:
     if doc is None:
         return None
     return StoredSum(
-        doc["_id"], doc["arrayLength"], doc["sum"], bytes(doc["seen"]), doc["packetsSeen"]
+        doc["_id"], doc["arrayLength"], doc["sum"], base64.b64decode(doc["seen"]), doc["packetsSeen"]
     )
 
 
@@ -57,7 +58,7 @@ def _document(merged: StoredSum, rev: int, now: dt.datetime) -> dict[str, Any]:
         "packetsSeen": merged.packets_seen,
         "status": merged.status,
         "updatedAt": now,
-        "seen": merged.seen,
+        "seen": base64.b64encode(merged.seen).decode("ascii"),
         "rev": rev,
     }
 
