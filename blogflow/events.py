@@ -149,7 +149,9 @@ class _Envelope(_Model):
     @classmethod
     def _known_version(cls, v: int) -> int:
         if v != SUPPORTED_VERSION:
-            raise ValueError(f"unsupported event version {v} (this build reads v{SUPPORTED_VERSION})")
+            raise ValueError(
+                f"unsupported event version {v} (this build reads v{SUPPORTED_VERSION})"
+            )
         return v
 
     @field_validator("occurredAt")

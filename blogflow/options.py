@@ -114,7 +114,7 @@ def parse_pipeline_args(
         "passed to the runner.",
     )
     for option_class in option_classes:
-        option_class._add_argparse_args(parser)
+        option_class._add_argparse_args(parser)  # type: ignore[arg-type]
     parser.add_argument(
         "--runner",
         default=None,

@@ -139,4 +139,6 @@ def test_make_event_fills_id_and_time_and_validates():
     with pytest.raises(EventRejected, match="unknown event type"):
         make_event("nope", {})
     with pytest.raises(EventRejected, match="arrayLength"):
-        make_event("sum_packet", {"arrayId": "a", "packetId": 0, "packetValue": 1, "arrayLength": 0})
+        make_event(
+            "sum_packet", {"arrayId": "a", "packetId": 0, "packetValue": 1, "arrayLength": 0}
+        )

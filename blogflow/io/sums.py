@@ -46,7 +46,11 @@ def _stored(doc: dict[str, Any] | None) -> StoredSum | None:
     if doc is None:
         return None
     return StoredSum(
-        doc["_id"], doc["arrayLength"], doc["sum"], base64.b64decode(doc["seen"]), doc["packetsSeen"]
+        doc["_id"],
+        doc["arrayLength"],
+        doc["sum"],
+        base64.b64decode(doc["seen"]),
+        doc["packetsSeen"],
     )
 
 
@@ -122,7 +126,9 @@ class _WriteSumsFn(beam.DoFn):
             if not pending:
                 break
             self._races.inc(len(pending))
-            _LOGGER.info("lost the race for %d sums; re-reading (attempt %d)", len(pending), attempt)
+            _LOGGER.info(
+                "lost the race for %d sums; re-reading (attempt %d)", len(pending), attempt
+            )
         else:
             raise SumConflictError(
                 f"{len(pending)} sums kept changing under concurrent writers "
@@ -151,7 +157,9 @@ class _WriteSumsFn(beam.DoFn):
                 continue
             rev = doc["rev"] if doc else 0
             ops.append(
-                ReplaceOne({"_id": array_id, "rev": rev}, _document(merged, rev + 1, now), upsert=True)
+                ReplaceOne(
+                    {"_id": array_id, "rev": rev}, _document(merged, rev + 1, now), upsert=True
+                )
             )
             writes.append(array_id)
             results[array_id] = (merged, now)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -26,19 +26,23 @@ class _CombinePerBundleFn(beam.DoFn):
     def start_bundle(self) -> None:
         self._accumulators = {}
 
-    def process(self, element: tuple[Any, Any]) -> Iterator[tuple[Any, Any]]:
+    def process(self, element: tuple[Any, Any]) -> Iterable[tuple[Any, Any]] | None:
+        # Not a generator: creating one per element would cost more than the combine.
         key, value = element
         accumulators = self._accumulators
         accumulator = accumulators.get(key)
+        drained = None
         if accumulator is None:
             if len(accumulators) >= self._max_keys:
-                yield from self._drain()
+                drained = self._drain()
+                accumulators = self._accumulators
             accumulator = self._combine_fn.create_accumulator()
         accumulators[key] = self._combine_fn.add_input(accumulator, value)
+        return drained
 
-    def _drain(self) -> Iterator[tuple[Any, Any]]:
+    def _drain(self) -> list[tuple[Any, Any]]:
         accumulators, self._accumulators = self._accumulators, {}
-        return iter(accumulators.items())
+        return list(accumulators.items())
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
         for item in self._drain():

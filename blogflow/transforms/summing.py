@@ -222,12 +222,17 @@ def merge_into_stored(
         return stored, False
     seen = bytearray(stored.seen)
     total, counted = stored.total, stored.packets_seen
-    for packet_id, value in partial.values.items():
-        byte, bit = divmod(packet_id, 8)
-        if not seen[byte] & (1 << bit):
-            seen[byte] |= 1 << bit
-            total += value
-            counted += 1
+    if not counted:  # nothing stored yet: every packet is new
+        for packet_id in partial.values:
+            seen[packet_id >> 3] |= 1 << (packet_id & 7)
+        total, counted = partial.total, len(partial.values)
+    else:
+        for packet_id, value in partial.values.items():
+            byte, mask = packet_id >> 3, 1 << (packet_id & 7)
+            if not seen[byte] & mask:
+                seen[byte] |= mask
+                total += value
+                counted += 1
     if counted == stored.packets_seen:
         return stored, False
     return StoredSum(array_id, stored.array_length, total, bytes(seen), counted), True

@@ -37,7 +37,12 @@ def write(mongo_db, redis_prefix, elements):
 def test_partial_then_complete_in_mongo_and_redis(mongo_db, redis_client, redis_prefix):
     write(mongo_db, redis_prefix, [("a", partial((0, 6, 3), (1, 2, 3)))])
     doc = mongo_db.sums.find_one({"_id": "a"})
-    assert (doc["sum"], doc["packetsSeen"], doc["arrayLength"], doc["status"]) == (8, 2, 3, "partial")
+    assert (doc["sum"], doc["packetsSeen"], doc["arrayLength"], doc["status"]) == (
+        8,
+        2,
+        3,
+        "partial",
+    )
     assert cached("a", redis_prefix)["status"] == "partial"
 
     write(mongo_db, redis_prefix, [("a", partial((1, 2, 3), (2, 10, 3)))])

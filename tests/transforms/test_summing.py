@@ -122,7 +122,9 @@ def test_sum_packets_composite_on_a_real_runner():
             | beam.Create(events + events[:2] + other)
             | "SumPackets" >> SumPackets()
             | beam.GroupByKey()
-            | beam.MapTuple(lambda key, partials: (key, SumPacketsFn().merge_accumulators(partials)))
+            | beam.MapTuple(
+                lambda key, partials: (key, SumPacketsFn().merge_accumulators(partials))
+            )
             | beam.MapTuple(lambda key, acc: (key, acc.total, acc.complete))
         )
         assert_that(sums, equal_to([("a", 28, True), ("b", 20, True)]))

@@ -1,0 +1,261 @@
+"""The ``blogflow`` command line: run pipelines, produce events, read results.
+
+    blogflow local up                                  start Redis, MongoDB, SQS... locally
+    blogflow sum 3 1 4 1 5 --queue sums                send an array as packets; prints arrayId
+    blogflow run summing --source sqs://sums --drain   sum what is on the queue, then stop
+    blogflow result ARRAY_ID                           print a stored sum
+    blogflow deadletters list                          what was rejected, and why
+
+Clients honour the standard variables ``REDIS_URL``, ``MONGODB_URI``, ``AWS_ENDPOINT_URL``,
+``AWS_*`` and ``PUBSUB_EMULATOR_HOST``; ``blogflow local up`` writes them to
+``.blogflow/local.env`` and every command reads that file when the variables are unset.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from blogflow.local.cli import local
+
+__all__ = ["cli", "main"]
+
+_LOGGER = logging.getLogger(__name__)
+
+#: Pipelines ``blogflow run`` knows, by name: module path with a ``run(argv)``.
+PIPELINES = {"summing": "blogflow.pipelines.summing"}
+
+_DEFAULT_ENV_FILE = Path(".blogflow/local.env")
+
+
+def _configure_logging(verbose: int) -> None:
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Beam warns at import about Google Cloud clients blogflow does not use.
+    logging.getLogger("apache_beam.io.filesystems").setLevel(logging.ERROR)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(lambda record: "apitools not found" not in record.getMessage())
+
+
+def _load_local_env(env_file: Path) -> None:
+    """Fills unset variables from the local stack's env file, when there is one."""
+    if not env_file.is_file():
+        return
+    from blogflow.local.stack import load_env
+
+    for key, value in load_env(env_file).items():
+        os.environ.setdefault(key, value)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.option(
+    "--env-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=_DEFAULT_ENV_FILE,
+    show_default=True,
+    help="KEY=VALUE file whose values fill unset variables (written by `blogflow local up`).",
+)
+def cli(verbose: int, env_file: Path) -> None:
+    """blogflow: Beam pipelines that keep a blogging platform's sums, feeds and backups current."""
+    _configure_logging(verbose)
+    _load_local_env(env_file)
+
+
+cli.add_command(local)
+
+
+@cli.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.argument("pipeline", type=click.Choice(sorted(PIPELINES)), required=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def run(ctx: click.Context, pipeline: str | None, args: tuple[str, ...]) -> None:
+    """Run a pipeline: blogflow run PIPELINE --source URI [--drain] [options].
+
+    `blogflow run PIPELINE --help` lists the pipeline's options.
+    """
+    if pipeline is None:
+        click.echo(ctx.get_help())
+        click.echo("\nPipelines: " + ", ".join(sorted(PIPELINES)))
+        ctx.exit(0 if "--help" in args or "-h" in args or not args else 2)
+    module = importlib.import_module(PIPELINES[pipeline])
+    result = module.run(list(args))
+    _echo_metrics(result)
+
+
+def _echo_metrics(result: Any) -> None:
+    """Prints the run's blogflow counters, e.g. ``events_parsed: 5``."""
+    try:
+        counters = result.metrics().query()["counters"]
+    except Exception:  # noqa: BLE001 - some runners do not report metrics
+        return
+    totals: dict[str, int] = {}
+    for counter in counters:
+        if counter.key.metric.namespace == "blogflow":
+            name = counter.key.metric.name
+            totals[name] = totals.get(name, 0) + (counter.committed or counter.attempted or 0)
+    for name in sorted(totals):
+        click.echo(f"{name}: {totals[name]}")
+
+
+@cli.command("sum", context_settings={"ignore_unknown_options": True}, no_args_is_help=True)
+@click.argument("values", nargs=-1, type=int, required=True)
+@click.option("--queue", required=True, help="SQS queue name or URL to send the packets to.")
+@click.option("--create-queue", is_flag=True, help="Create the queue first if it does not exist.")
+@click.option("--array-id", default=None, help="Use this arrayId instead of a fresh UUID.")
+@click.option("--user-id", default=None, help="userId of the request's envelopes.")
+def sum_command(
+    values: tuple[int, ...],
+    queue: str,
+    create_queue: bool,
+    array_id: str | None,
+    user_id: str | None,
+) -> None:
+    """Split VALUES into sum_packet events, send them to SQS, print the arrayId.
+
+    Each element becomes one packet (arrayId, packetId, packetValue, arrayLength), sent
+    with SQS batch calls. The stored sum, once complete, is twice the sum of VALUES.
+    """
+    from blogflow.events import EventRejected
+    from blogflow.io import sqs
+    from blogflow.transforms.summing import split_array
+
+    try:
+        array_id, events = split_array(list(values), array_id=array_id, user_id=user_id)
+    except EventRejected as error:
+        raise click.BadParameter(error.reason, param_hint="VALUES") from None
+    try:
+        if create_queue:
+            sqs.create_queue(queue)
+        sent = sqs.send_messages(queue, [event.to_json() for event in events])
+    except Exception as error:  # noqa: BLE001 - any client error, said plainly
+        raise click.ClickException(f"sending to queue {queue!r} failed: {error}") from None
+    _LOGGER.info("sent %d packets of array %s to %s", sent, array_id, queue)
+    click.echo(array_id)
+
+
+_MONGO_OPTIONS = [
+    click.option(
+        "--mongo-uri", default=None, help="MongoDB URI.  [default: $MONGODB_URI or localhost]"
+    ),
+    click.option("--mongo-db", default="blogflow", show_default=True, help="MongoDB database."),
+]
+
+
+def _mongo_options(function: Any) -> Any:
+    for option in reversed(_MONGO_OPTIONS):
+        function = option(function)
+    return function
+
+
+def _database(mongo_uri: str | None, mongo_db: str) -> Any:
+    from blogflow.io import mongo
+
+    _, db = mongo.connect(mongo_uri, mongo_db)
+    return db
+
+
+@cli.command(no_args_is_help=True)
+@click.argument("array_id")
+@_mongo_options
+@click.option("--json", "as_json", is_flag=True, help="Print the stored document as JSON.")
+def result(array_id: str, mongo_uri: str | None, mongo_db: str, as_json: bool) -> None:
+    """Print the stored sum of ARRAY_ID (exit status 1 when there is none yet)."""
+    from blogflow.io.sums import COLLECTION
+
+    doc = _database(mongo_uri, mongo_db)[COLLECTION].find_one(
+        {"_id": array_id}, {"seen": False, "rev": False}
+    )
+    if doc is None:
+        raise click.ClickException(f"no sum stored for array {array_id!r}")
+    if as_json:
+        click.echo(json.dumps(doc, default=str))
+        return
+    click.echo(
+        f"array {doc['_id']}: sum={doc['sum']} status={doc['status']} "
+        f"packets={doc['packetsSeen']}/{doc['arrayLength']} updatedAt={doc['updatedAt']}"
+    )
+
+
+@cli.group()
+def deadletters() -> None:
+    """Inspect the messages pipelines rejected (MongoDB 'deadletters')."""
+
+
+_PIPELINE_FILTER = click.option(
+    "--pipeline", default=None, help="Only dead letters of this pipeline, e.g. summing."
+)
+
+
+def _dead_letter_filter(pipeline: str | None) -> dict[str, str]:
+    return {"pipeline": pipeline} if pipeline else {}
+
+
+@deadletters.command("count")
+@_PIPELINE_FILTER
+@_mongo_options
+def deadletters_count(pipeline: str | None, mongo_uri: str | None, mongo_db: str) -> None:
+    """Print how many dead letters are stored."""
+    from blogflow.io.deadletter import COLLECTION
+
+    click.echo(
+        _database(mongo_uri, mongo_db)[COLLECTION].count_documents(_dead_letter_filter(pipeline))
+    )
+
+
+@deadletters.command("list")
+@_PIPELINE_FILTER
+@_mongo_options
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="One JSON document per line.")
+def deadletters_list(
+    pipeline: str | None, mongo_uri: str | None, mongo_db: str, limit: int, as_json: bool
+) -> None:
+    """List the newest dead letters: when, pipeline, stage, error and payload."""
+    from blogflow.io.deadletter import COLLECTION
+
+    cursor = (
+        _database(mongo_uri, mongo_db)[COLLECTION]
+        .find(_dead_letter_filter(pipeline))
+        .sort("receivedAt", -1)
+        .limit(limit)
+    )
+    for doc in cursor:
+        payload = doc["payload"]
+        if isinstance(payload, bytes):
+            payload = payload.decode("utf-8", "replace")
+        if as_json:
+            click.echo(json.dumps({**doc, "payload": payload}, default=str))
+            continue
+        shown = payload if len(payload) <= 80 else payload[:77] + "..."
+        click.echo(
+            f"{doc['receivedAt']:%Y-%m-%d %H:%M:%S} {doc['pipeline']}/{doc['stage']}: "
+            f"{doc['error']}\n    payload: {shown!r}"
+        )
+
+
+@cli.command()
+def demo() -> None:
+    """Run the summing job end to end on the local stack and print what it did."""
+    from blogflow.local.demo import run_demo
+
+    if not run_demo(click.echo):
+        raise click.ClickException("the demo's sums came out wrong")
+
+
+def main() -> None:
+    """Console entry point."""
+    cli(prog_name="blogflow")
+
+
+if __name__ == "__main__":
+    main()

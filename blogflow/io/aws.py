@@ -1,0 +1,144 @@
+"""boto3 clients for blogflow's AWS sources and sinks.
+
+This is the only module that imports ``boto3`` or ``botocore``. Clients are made with one
+shared :class:`botocore.config.Config`: standard retry mode (bounded attempts with
+exponential backoff and jitter for throttling and transient errors), bounded connect
+timeouts and a read timeout longer than SQS's longest long poll (20 s).
+
+Endpoints and credentials come from boto3's own chain (``AWS_ENDPOINT_URL``,
+``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, profiles, instance roles, ...): nothing
+here accepts, stores, logs or formats a credential, so none can reach display data, logs
+or exception messages.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+__all__ = [
+    "AWSError",
+    "BotoCoreError",
+    "ClientError",
+    "QueueNotFoundError",
+    "close_client",
+    "error_code",
+    "get_queue_url",
+    "make_client",
+]
+
+_LOGGER = logging.getLogger(__name__)
+
+#: Seconds to establish a connection.
+CONNECT_TIMEOUT = 10.0
+#: Seconds to wait for a response: longer than SQS's 20 s maximum long poll.
+READ_TIMEOUT = 40.0
+#: Attempts per API call (first try included) in botocore's standard retry mode.
+MAX_ATTEMPTS = 5
+
+_MISSING_QUEUE_CODES = frozenset(
+    {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"}
+)
+
+
+class AWSError(RuntimeError):
+    """An AWS call failed after botocore's bounded retries."""
+
+
+class QueueNotFoundError(LookupError):
+    """The named SQS queue does not exist (in the configured account and region)."""
+
+
+def _config(read_timeout: float, max_attempts: int) -> Config:
+    return Config(
+        connect_timeout=CONNECT_TIMEOUT,
+        read_timeout=read_timeout,
+        retries={"mode": "standard", "max_attempts": max_attempts},
+        tcp_keepalive=True,
+    )
+
+
+def make_client(
+    service: str,
+    *,
+    region_name: str | None = None,
+    read_timeout: float = READ_TIMEOUT,
+    max_attempts: int = MAX_ATTEMPTS,
+) -> Any:
+    """Make a low-level boto3 client, e.g. ``make_client("sqs")`` or ``"kinesis"``.
+
+    Each client gets its own ``boto3`` session, which makes creating clients from several
+    threads safe. The endpoint, region and credentials come from the environment
+    (``AWS_ENDPOINT_URL`` points every client at a local ``moto_server``).
+
+    Args:
+        service: the AWS service name, e.g. ``"sqs"``.
+        region_name: overrides ``AWS_DEFAULT_REGION`` / the profile's region.
+        read_timeout: seconds to wait for a response; keep it above any long-poll wait.
+        max_attempts: attempts per call, retries with backoff included.
+
+    Returns:
+        A botocore client; close it with :func:`close_client`.
+    """
+    if read_timeout <= 0:
+        raise ValueError(f"read_timeout must be positive, got {read_timeout!r}")
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts must be at least 1, got {max_attempts!r}")
+    session = boto3.session.Session()
+    return session.client(
+        service, region_name=region_name, config=_config(read_timeout, max_attempts)
+    )
+
+
+def close_client(client: Any) -> None:
+    """Close a client's connection pool; never raises."""
+    try:
+        client.close()
+    except Exception as error:  # closing must never fail a bundle
+        _LOGGER.debug("Closing a %s client failed: %s", type(error).__name__, error)
+
+
+def error_code(error: BaseException) -> str:
+    """The AWS error code of a ``ClientError`` (e.g. ``"ThrottlingException"``), else the
+    exception's class name."""
+    if isinstance(error, ClientError):
+        return str(error.response.get("Error", {}).get("Code", "Unknown"))
+    return type(error).__name__
+
+
+def get_queue_url(client: Any, queue: str) -> str:
+    """Resolve an SQS queue name or URL into its URL.
+
+    Args:
+        client: an SQS client from :func:`make_client`.
+        queue: a queue name (``"events"``) or URL (``"https://sqs.../123/events"``); a URL
+            is returned unchanged, without a call.
+
+    Returns:
+        The queue's URL.
+
+    Raises:
+        ValueError: if ``queue`` is empty.
+        QueueNotFoundError: if no queue of that name exists.
+        AWSError: if the lookup failed for another reason.
+    """
+    if not queue or not queue.strip():
+        raise ValueError("queue must be a non-empty SQS queue name or URL")
+    if queue.startswith(("https://", "http://")):
+        return queue
+    try:
+        return str(client.get_queue_url(QueueName=queue)["QueueUrl"])
+    except ClientError as error:
+        code = error_code(error)
+        region = client.meta.region_name
+        if code in _MISSING_QUEUE_CODES:
+            raise QueueNotFoundError(
+                f"SQS queue {queue!r} does not exist in region {region!r}"
+            ) from None
+        raise AWSError(
+            f"could not look up SQS queue {queue!r} in region {region!r}: {error}"
+        ) from (None)

@@ -1,0 +1,59 @@
+"""ReadSource: one transform for every ``--source`` URI a pipeline accepts."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+
+from blogflow.io.files import ReadFromJSONL
+from blogflow.io.sqs import ReadFromSQS
+
+__all__ = ["SCHEMES", "ReadSource", "parse_source"]
+
+SCHEMES = ("sqs", "file")
+
+
+def parse_source(uri: str) -> tuple[str, str]:
+    """Splits ``scheme://rest``; raises ValueError naming the accepted schemes."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme not in SCHEMES or not rest:
+        accepted = ", ".join(f"{s}://..." for s in SCHEMES)
+        raise ValueError(f"unsupported source {uri!r}: expected one of {accepted}")
+    return scheme, rest
+
+
+class ReadSource(beam.PTransform):
+    """Reads :class:`~blogflow.events.SourceRecord` from an ``sqs://`` or ``file://`` URI.
+
+    Args:
+        uri: ``sqs://QUEUE`` (name or URL) or ``file://GLOB`` of JSON-lines files.
+        drain: for queues, stop after ``idle_timeout`` seconds without a message.
+        idle_timeout: see ``drain``.
+        max_records: stop after this many messages (queues).
+        max_read_time: stop reading after this many seconds (queues).
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        drain: bool = False,
+        idle_timeout: float = 5.0,
+        max_records: int | None = None,
+        max_read_time: float | None = None,
+    ) -> None:
+        super().__init__()
+        self._scheme, self._target = parse_source(uri)
+        self._drain = drain
+        self._idle_timeout = idle_timeout
+        self._max_records = max_records
+        self._max_read_time = max_read_time
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        if self._scheme == "file":
+            return pbegin | "ReadFromJSONL" >> ReadFromJSONL(self._target)
+        return pbegin | "ReadFromSQS" >> ReadFromSQS(
+            self._target,
+            max_records=self._max_records,
+            max_read_time=self._max_read_time,
+            idle_timeout=self._idle_timeout if self._drain else None,
+        )

@@ -1,0 +1,816 @@
+"""Amazon SQS: a native Splittable-DoFn source and a batching producer.
+
+:class:`ReadFromSQS` long-polls a queue and emits one :class:`~blogflow.events.SourceRecord`
+per message. **Delivery guarantee: at-least-once.** A message is deleted from the queue
+only in a bundle-finalization callback, i.e. after the runner has committed the bundle that
+emitted it; a crash or a failed bundle before that leaves the message in the queue, and SQS
+delivers it again once its visibility timeout expires. Downstream steps therefore see
+redeliveries (same ``SourceRecord.id``, the SQS ``MessageId``) and must be idempotent,
+which blogflow's sinks are: at-least-once delivery, exactly-once effect.
+
+How the read is cut into bundles: the splittable DoFn checkpoints itself (``defer_remainder``)
+after ``max_bundle_records`` messages or ``max_bundle_seconds``, so every bundle is small,
+its deletes happen well within the queue's visibility timeout and downstream effects are
+committed bundle by bundle. The restriction of a read is a :class:`_QueueRestriction`: how
+many messages earlier parts emitted and which bound (``max_records``, ``max_read_time``,
+``idle_timeout``) ends it. A read with no bound runs forever (streaming).
+
+Metrics (namespace ``blogflow.io.sqs``): ``messages_received``, ``messages_redelivered``
+(``ApproximateReceiveCount`` > 1), ``checkpoints``, ``messages_deleted`` and
+``messages_delete_failed``. Beam reports a bundle's metrics before it finalizes the bundle,
+so deletes are counted with the reader's next bundle: those of a read's very last bundle are
+logged but not counted.
+
+:func:`send_messages` is the matching producer: ``SendMessageBatch`` calls of at most 10
+entries and 256 KiB, with bounded retries of the entries SQS reports as failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker, WatermarkEstimator
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
+from apache_beam.transforms.display import DisplayDataItem
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
+
+from blogflow.events import SourceRecord
+from blogflow.io import aws
+
+__all__ = ["ReadFromSQS", "SendMessagesError", "create_queue", "send_messages"]
+
+_LOGGER = logging.getLogger(__name__)
+
+#: Most entries SQS accepts in one batch call, and most messages one ReceiveMessage returns.
+MAX_BATCH_ENTRIES = 10
+#: Most payload bytes SQS accepts in one SendMessageBatch call (and in one message).
+MAX_BATCH_BYTES = 256 * 1024
+#: The longest long poll SQS allows, in seconds.
+MAX_WAIT_TIME_SECONDS = 20
+
+_METRICS_NAMESPACE = "blogflow.io.sqs"
+_SEND_ATTEMPTS = 5
+_DELETE_ATTEMPTS = 3
+_BACKOFF_SECONDS = 0.1
+_MAX_BACKOFF_SECONDS = 2.0
+#: How far behind the wall clock the watermark stays while the queue is idle: SQS stamps
+#: SentTimestamp on its own clock, which may be a little behind this worker's.
+_IDLE_WATERMARK_LAG = Duration(seconds=5)
+
+
+class SendMessagesError(RuntimeError):
+    """Some messages could not be sent to SQS after bounded retries."""
+
+
+# ------------------------------------------------------------------------ the restriction
+
+
+class _ReadSpec(NamedTuple):
+    """The one element a :class:`_ReadQueueFn` processes: which queue, and how to read it."""
+
+    queue: str
+    max_records: int | None
+    max_read_time: float | None
+    idle_timeout: float | None
+    wait_time_seconds: int
+    max_bundle_records: int
+    max_bundle_seconds: float
+
+
+class _QueueRestriction(NamedTuple):
+    """What is left of one read of a queue. Pickles and encodes as a plain tuple.
+
+    Attributes:
+        start: messages emitted by earlier parts of the read (before checkpoints).
+        stop: the read ends once this many messages were emitted (``max_records``), or never.
+        deadline: the read ends at this wall-clock time (epoch seconds), or never.
+        idle_timeout: the read ends after this many seconds of polling without a message.
+        idle_seconds: seconds already polled without a message at the end of earlier parts.
+    """
+
+    start: int = 0
+    stop: int | None = None
+    deadline: float | None = None
+    idle_timeout: float | None = None
+    idle_seconds: float = 0.0
+
+
+class _QueuePosition(NamedTuple):
+    """A claim on a queue read.
+
+    Attributes:
+        end: messages emitted by the whole read once the claimed batch is out.
+        idle_seconds: seconds polled without a message up to this claim.
+        last: the read ends here (a bound was reached): the claim fails and closes the read.
+    """
+
+    end: int
+    idle_seconds: float = 0.0
+    last: bool = False
+
+
+class _QueueTracker(RestrictionTracker):
+    """Tracks a read of a queue: a count of messages that only grows, until a bound or a
+    checkpoint closes it.
+
+    ``try_claim(_QueuePosition(end, idle))`` claims the batch that brings the read to
+    ``end`` messages. ``try_claim(_QueuePosition(end, idle, last=True))`` stops the read
+    early (a drain, a time limit): it returns ``False`` and shrinks the restriction to what
+    was read, so :meth:`check_done` passes. A checkpoint (``try_split(0)``) hands the rest of
+    the read, with its counters, to a residual. Splits with a non-zero fraction are refused:
+    a queue has no positions that two readers could divide.
+    """
+
+    def __init__(self, restriction: _QueueRestriction) -> None:
+        self._restriction = restriction
+        self._position = _QueuePosition(restriction.start, restriction.idle_seconds)
+        self._closed = False
+
+    def _finished(self) -> bool:
+        stop = self._restriction.stop
+        return self._closed or (stop is not None and self._position.end >= stop)
+
+    def current_restriction(self) -> _QueueRestriction:
+        return self._restriction
+
+    def current_progress(self) -> RestrictionProgress:
+        completed = self._position.end - self._restriction.start
+        if self._finished():
+            remaining = 0
+        elif self._restriction.stop is not None:
+            remaining = self._restriction.stop - self._position.end
+        else:
+            remaining = 1  # unknown: a queue does not say what is left
+        return RestrictionProgress(completed=completed, remaining=remaining)
+
+    def try_claim(self, position: _QueuePosition) -> bool:
+        if position.end < self._position.end:
+            raise ValueError(
+                f"claims on a queue read must not go backwards: {position.end} messages "
+                f"claimed after {self._position.end}"
+            )
+        if self._finished():
+            return False
+        if position.last:
+            self._restriction = self._restriction._replace(stop=self._position.end)
+            self._closed = True
+            return False
+        stop = self._restriction.stop
+        if stop is not None and position.end > stop:
+            raise ValueError(
+                f"claimed {position.end} messages of a read limited to {stop} messages"
+            )
+        self._position = position
+        return True
+
+    def try_split(
+        self, fraction_of_remainder: float
+    ) -> tuple[_QueueRestriction, _QueueRestriction] | None:
+        if fraction_of_remainder > 0 or self._finished():
+            return None
+        end = self._position.end
+        primary = self._restriction._replace(stop=end)
+        residual = self._restriction._replace(start=end, idle_seconds=self._position.idle_seconds)
+        self._restriction = primary
+        self._closed = True
+        return primary, residual
+
+    def check_done(self) -> None:
+        if not self._finished():
+            raise ValueError(
+                f"the read of an SQS queue returned after {self._position.end} messages "
+                f"without reaching a bound or checkpointing: {self._restriction}"
+            )
+
+    def is_bounded(self) -> bool:
+        r = self._restriction
+        return r.stop is not None or r.deadline is not None or r.idle_timeout is not None
+
+
+class _QueueRestrictionProvider(RestrictionProvider):
+    """Makes the initial restriction of a read from its :class:`_ReadSpec`."""
+
+    def initial_restriction(self, element: _ReadSpec) -> _QueueRestriction:
+        deadline = None if element.max_read_time is None else time.time() + element.max_read_time
+        return _QueueRestriction(
+            stop=element.max_records, deadline=deadline, idle_timeout=element.idle_timeout
+        )
+
+    def create_tracker(self, restriction: _QueueRestriction) -> _QueueTracker:
+        return _QueueTracker(restriction)
+
+    def split(self, element: _ReadSpec, restriction: _QueueRestriction):
+        yield restriction  # one reader per queue read: no initial splits
+
+    def restriction_size(self, element: _ReadSpec, restriction: _QueueRestriction) -> int:
+        if restriction.stop is not None:
+            return max(0, restriction.stop - restriction.start)
+        return 1
+
+    def truncate(self, element: _ReadSpec, restriction: _QueueRestriction) -> None:
+        # Draining a pipeline stops reading: unread messages simply stay in the queue.
+        return None
+
+
+class _SentTimeWatermarkEstimator(WatermarkEstimator):
+    """A watermark from SQS ``SentTimestamp`` s that never moves backwards.
+
+    After a batch the watermark advances to the batch's oldest ``SentTimestamp``; while the
+    queue is idle it advances to the wall clock minus a small lag. SQS standard queues order
+    messages on a best-effort basis only, so an older message can still arrive later: it is
+    late data, which downstream windows handle with allowed lateness.
+    """
+
+    def __init__(self, state: Timestamp | None) -> None:
+        self._watermark = MIN_TIMESTAMP if state is None else state
+
+    def observe_timestamp(self, timestamp: Timestamp) -> None:
+        pass
+
+    def current_watermark(self) -> Timestamp:
+        return self._watermark
+
+    def get_estimator_state(self) -> Timestamp:
+        return self._watermark
+
+    def advance(self, timestamp: Timestamp) -> None:
+        """Move the watermark to ``timestamp`` unless it is already further."""
+        if timestamp > self._watermark:
+            self._watermark = timestamp
+
+
+class _SentTimeWatermarkProvider(WatermarkEstimatorProvider):
+    def initial_estimator_state(self, element: _ReadSpec, restriction: _QueueRestriction) -> None:
+        return None
+
+    def create_watermark_estimator(self, estimator_state: Timestamp | None) -> WatermarkEstimator:
+        return _SentTimeWatermarkEstimator(estimator_state)
+
+
+# ------------------------------------------------------------------ the reading schedule
+
+
+class _Step(NamedTuple):
+    """What a reader does next: ``"stop"``, ``"checkpoint"`` or ``"poll"``."""
+
+    action: str
+    reason: str = ""
+    max_messages: int = 0
+    wait_seconds: int = 0
+
+
+def _next_step(
+    restriction: _QueueRestriction,
+    spec: _ReadSpec,
+    *,
+    received: int,
+    idle_seconds: float,
+    bundle_records: int,
+    bundle_seconds: float,
+    now: float,
+) -> _Step:
+    """Decide whether a reader stops, checkpoints or polls, and how long it long-polls.
+
+    Args:
+        restriction: the reader's restriction (its bounds).
+        spec: the read's settings.
+        received: messages emitted by the whole read so far.
+        idle_seconds: seconds polled without a message since the last one.
+        bundle_records: messages emitted in the current bundle.
+        bundle_seconds: seconds the current bundle has been reading.
+        now: the wall-clock time, epoch seconds.
+    """
+    if restriction.stop is not None and received >= restriction.stop:
+        return _Step("stop", f"max_records={restriction.stop} reached")
+    if restriction.deadline is not None and now >= restriction.deadline:
+        return _Step("stop", f"max_read_time={spec.max_read_time}s reached")
+    if restriction.idle_timeout is not None and idle_seconds >= restriction.idle_timeout:
+        return _Step("stop", f"queue idle for {idle_seconds:.1f}s")
+    if bundle_records >= spec.max_bundle_records:
+        return _Step("checkpoint", f"max_bundle_records={spec.max_bundle_records} reached")
+    if bundle_seconds >= spec.max_bundle_seconds:
+        return _Step("checkpoint", f"max_bundle_seconds={spec.max_bundle_seconds} reached")
+    max_messages = min(MAX_BATCH_ENTRIES, spec.max_bundle_records - bundle_records)
+    if restriction.stop is not None:
+        max_messages = min(max_messages, restriction.stop - received)
+    budgets = [spec.max_bundle_seconds - bundle_seconds]
+    if restriction.deadline is not None:
+        budgets.append(restriction.deadline - now)
+    if restriction.idle_timeout is not None:
+        budgets.append(restriction.idle_timeout - idle_seconds)
+    wait = min(spec.wait_time_seconds, math.ceil(min(budgets)))
+    return _Step("poll", max_messages=max_messages, wait_seconds=max(1, wait))
+
+
+# ------------------------------------------------------------------------------ the DoFn
+
+_RECEIVED = Metrics.counter(_METRICS_NAMESPACE, "messages_received")
+_REDELIVERED = Metrics.counter(_METRICS_NAMESPACE, "messages_redelivered")
+_DELETED = Metrics.counter(_METRICS_NAMESPACE, "messages_deleted")
+_DELETE_FAILED = Metrics.counter(_METRICS_NAMESPACE, "messages_delete_failed")
+_CHECKPOINTS = Metrics.counter(_METRICS_NAMESPACE, "checkpoints")
+
+
+class _DeleteCounts(NamedTuple):
+    deleted: int = 0
+    failed: int = 0
+
+
+def _sent_timestamp(message: dict[str, Any]) -> Timestamp:
+    millis = message.get("Attributes", {}).get("SentTimestamp")
+    if millis is None:
+        return Timestamp.now()
+    return Timestamp(micros=int(millis) * 1000)
+
+
+def _backoff(attempt: int) -> float:
+    """Seconds to sleep before retry ``attempt`` (1-based): exponential, capped, jittered."""
+    return min(_MAX_BACKOFF_SECONDS, _BACKOFF_SECONDS * 2 ** (attempt - 1)) * random.uniform(
+        0.5, 1.0
+    )
+
+
+class _ReadQueueFn(beam.DoFn):
+    """Reads one queue per :class:`_ReadSpec` element, as a splittable DoFn (bounded)."""
+
+    def __init__(self) -> None:
+        self._client: Any = None
+        self._urls: dict[str, str] = {}
+        self._unreported = _DeleteCounts()
+
+    def setup(self) -> None:
+        self._client = aws.make_client("sqs")
+        self._urls = {}
+
+    def teardown(self) -> None:
+        if self._client is not None:
+            aws.close_client(self._client)
+            self._client = None
+
+    def _queue_url(self, spec: _ReadSpec) -> str:
+        url = self._urls.get(spec.queue)
+        if url is None:
+            url = aws.get_queue_url(self._client, spec.queue)
+            self._urls[spec.queue] = url
+            self._check_visibility_timeout(url, spec)
+        return url
+
+    def _check_visibility_timeout(self, url: str, spec: _ReadSpec) -> None:
+        """Warn if bundles may outlast the queue's visibility timeout (best effort)."""
+        try:
+            attributes = self._client.get_queue_attributes(
+                QueueUrl=url, AttributeNames=["VisibilityTimeout"]
+            )["Attributes"]
+        except (aws.ClientError, aws.BotoCoreError) as error:
+            _LOGGER.debug("Cannot check the visibility timeout of %s: %s", url, error)
+            return
+        visibility = int(attributes.get("VisibilityTimeout", 30))
+        if visibility <= spec.max_bundle_seconds + 1:
+            _LOGGER.warning(
+                "SQS queue %s has a visibility timeout of %ss, not above max_bundle_seconds=%s "
+                "plus a poll: messages may be delivered again before their bundle deletes them",
+                url,
+                visibility,
+                spec.max_bundle_seconds,
+            )
+
+    def process(
+        self,
+        spec: _ReadSpec,
+        finalizer=beam.DoFn.BundleFinalizerParam,
+        tracker=beam.DoFn.RestrictionParam(_QueueRestrictionProvider()),
+        watermark=beam.DoFn.WatermarkEstimatorParam(_SentTimeWatermarkProvider()),
+    ) -> Iterator[TimestampedValue]:
+        """Long-poll the queue until a bound stops the read or the bundle is full.
+
+        Every batch is claimed before it is emitted; its receipt handles go to a
+        finalization callback, registered once per call, that deletes them after the
+        runner committed the bundle.
+        """
+        self._report_deletes()
+        url = self._queue_url(spec)
+        restriction: _QueueRestriction = tracker.current_restriction()
+        received = restriction.start
+        idle = restriction.idle_seconds
+        started = time.monotonic()
+        in_bundle = 0
+        handles: list[str] = []
+        while True:
+            step = _next_step(
+                restriction,
+                spec,
+                received=received,
+                idle_seconds=idle,
+                bundle_records=in_bundle,
+                bundle_seconds=time.monotonic() - started,
+                now=time.time(),
+            )
+            if step.action == "stop":
+                tracker.try_claim(_QueuePosition(received, idle, last=True))
+                _LOGGER.info(
+                    "Stopped reading SQS queue %s after %d messages: %s", url, received, step.reason
+                )
+                return
+            if step.action == "checkpoint":
+                # Record the idle time for the residual, then hand the rest of the read over.
+                if tracker.try_claim(_QueuePosition(received, idle)):
+                    tracker.defer_remainder()
+                    _CHECKPOINTS.inc()
+                return
+            poll_started = time.monotonic()
+            messages = self._receive(url, step.max_messages, step.wait_seconds)
+            if not messages:
+                idle += time.monotonic() - poll_started
+                watermark.advance(Timestamp.now() - _IDLE_WATERMARK_LAG)
+                continue
+            if not tracker.try_claim(_QueuePosition(received + len(messages))):
+                # The runner checkpointed this read during the poll: the batch is not ours.
+                self._release(url, messages)
+                return
+            idle = 0.0
+            if not handles:
+                finalizer.register(lambda: self._delete(url, handles))
+            oldest = None
+            for message in messages:
+                sent = _sent_timestamp(message)
+                oldest = sent if oldest is None or sent < oldest else oldest
+                if int(message.get("Attributes", {}).get("ApproximateReceiveCount", 1)) > 1:
+                    _REDELIVERED.inc()
+                handles.append(message["ReceiptHandle"])
+                record = SourceRecord(
+                    payload=message["Body"].encode("utf-8"), id=message["MessageId"]
+                )
+                yield TimestampedValue(record, sent)
+            watermark.advance(oldest)
+            received += len(messages)
+            in_bundle += len(messages)
+            _RECEIVED.inc(len(messages))
+
+    def _report_deletes(self) -> None:
+        """Count the deletes of earlier, finalized bundles.
+
+        Beam reports a bundle's metrics when the bundle is committed, before it is
+        finalized: a counter incremented in a finalization callback would be dropped, so
+        the callback tallies here and the next bundle of this DoFn instance reports it.
+        """
+        counts, self._unreported = self._unreported, _DeleteCounts()
+        if counts.deleted:
+            _DELETED.inc(counts.deleted)
+        if counts.failed:
+            _DELETE_FAILED.inc(counts.failed)
+
+    def _receive(self, url: str, max_messages: int, wait_seconds: int) -> list[dict[str, Any]]:
+        try:
+            response = self._client.receive_message(
+                QueueUrl=url,
+                MaxNumberOfMessages=max_messages,
+                WaitTimeSeconds=wait_seconds,
+                MessageSystemAttributeNames=["SentTimestamp", "ApproximateReceiveCount"],
+            )
+        except (aws.ClientError, aws.BotoCoreError) as error:
+            raise aws.AWSError(f"ReceiveMessage on SQS queue {url} failed: {error}") from error
+        return list(response.get("Messages", ()))
+
+    def _release(self, url: str, messages: Sequence[dict[str, Any]]) -> None:
+        """Make received messages visible again at once (best effort)."""
+        entries = [
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+            for i, m in enumerate(messages)
+        ]
+        try:
+            self._client.change_message_visibility_batch(QueueUrl=url, Entries=entries)
+        except (aws.ClientError, aws.BotoCoreError) as error:
+            _LOGGER.warning(
+                "Could not release %d messages of SQS queue %s (%s): they become visible "
+                "again after the visibility timeout",
+                len(entries),
+                url,
+                aws.error_code(error),
+            )
+
+    def _delete(self, url: str, handles: Sequence[str]) -> None:
+        """The bundle-finalization callback: delete the messages a committed bundle emitted.
+
+        Never raises: a message that cannot be deleted is delivered again, which
+        at-least-once delivery allows.
+        """
+        deleted = failed = 0
+        for first in range(0, len(handles), MAX_BATCH_ENTRIES):
+            ok, bad = self._delete_batch(url, handles[first : first + MAX_BATCH_ENTRIES])
+            deleted += ok
+            failed += bad
+        self._unreported = _DeleteCounts(
+            self._unreported.deleted + deleted, self._unreported.failed + failed
+        )
+        _LOGGER.debug("Deleted %d messages from SQS queue %s (%d failed)", deleted, url, failed)
+
+    def _delete_batch(self, url: str, handles: Sequence[str]) -> tuple[int, int]:
+        pending = {str(i): handle for i, handle in enumerate(handles)}
+        reason = ""
+        for attempt in range(1, _DELETE_ATTEMPTS + 1):
+            entries = [{"Id": i, "ReceiptHandle": h} for i, h in pending.items()]
+            try:
+                response = self._client.delete_message_batch(QueueUrl=url, Entries=entries)
+            except (aws.ClientError, aws.BotoCoreError) as error:
+                reason = aws.error_code(error)
+            else:
+                failures = response.get("Failed", [])
+                pending = {f["Id"]: pending[f["Id"]] for f in failures}
+                if not pending:
+                    break
+                reason = ", ".join(sorted({f.get("Code", "Unknown") for f in failures}))
+                if all(f.get("SenderFault") for f in failures):
+                    break  # e.g. an expired receipt handle: retrying cannot help
+            if attempt < _DELETE_ATTEMPTS:
+                time.sleep(_backoff(attempt))
+        if pending:
+            _LOGGER.warning(
+                "Could not delete %d messages from SQS queue %s (%s): they will be delivered again",
+                len(pending),
+                url,
+                reason,
+            )
+        return len(handles) - len(pending), len(pending)
+
+
+class _ReadQueueForeverFn(_ReadQueueFn):
+    """:class:`_ReadQueueFn` for reads without a bound: its output is unbounded."""
+
+    @beam.DoFn.unbounded_per_element()
+    def process(
+        self,
+        spec: _ReadSpec,
+        finalizer=beam.DoFn.BundleFinalizerParam,
+        tracker=beam.DoFn.RestrictionParam(_QueueRestrictionProvider()),
+        watermark=beam.DoFn.WatermarkEstimatorParam(_SentTimeWatermarkProvider()),
+    ) -> Iterator[TimestampedValue]:
+        yield from super().process(spec, finalizer, tracker, watermark)
+
+
+# ------------------------------------------------------------------------ the transform
+
+
+def _check_positive(name: str, value: float | None, *, integer: bool = False) -> None:
+    if value is None:
+        return
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        kind = "an integer" if integer else "a number"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    if not value > 0 or math.isinf(value):
+        raise ValueError(f"{name} must be positive and finite, got {value!r}")
+
+
+class ReadFromSQS(beam.PTransform):
+    """Reads messages from an SQS queue as :class:`~blogflow.events.SourceRecord` elements.
+
+    Input: the pipeline (``PBegin``). Output: one ``SourceRecord(payload=body bytes,
+    id=MessageId)`` per message, timestamped with the message's ``SentTimestamp``.
+
+    **At-least-once delivery**: messages are deleted only after the runner committed the
+    bundle that emitted them (bundle finalization); a failure before that redelivers them
+    after the queue's visibility timeout. Keep ``max_bundle_seconds`` (plus downstream time)
+    well below the visibility timeout. "Committed" is the runner's notion: Dataflow and
+    Flink persist a bundle's output before finalizing it; FnApiRunner keeps it in memory,
+    so there a failure in a later stage (after a ``GroupByKey``) does not redeliver.
+
+    With ``max_records``, ``max_read_time`` or ``idle_timeout`` the read is bounded (drains,
+    tests, backfills) and stops at the first bound reached; with none it reads forever and
+    its output is unbounded (streaming). Draining a streaming pipeline stops the read;
+    unread messages stay in the queue.
+
+    The watermark follows the oldest ``SentTimestamp`` of each batch and, while the queue
+    is idle, the wall clock minus a few seconds. SQS orders messages on a best-effort basis
+    only, so give event-time windows downstream some allowed lateness.
+
+    Example::
+
+        records = p | "ReadEvents" >> ReadFromSQS("events", idle_timeout=30)
+    """
+
+    def __init__(
+        self,
+        queue: str,
+        *,
+        max_records: int | None = None,
+        max_read_time: float | None = None,
+        idle_timeout: float | None = None,
+        wait_time_seconds: int = MAX_WAIT_TIME_SECONDS,
+        max_bundle_records: int = 1000,
+        max_bundle_seconds: float = 5.0,
+    ) -> None:
+        """
+        Args:
+            queue: the queue's name or URL, resolved with ``GetQueueUrl`` on the workers.
+            max_records: stop after this many messages.
+            max_read_time: stop after reading for this many seconds.
+            idle_timeout: stop after this many seconds without a message (a drain).
+            wait_time_seconds: the long-poll wait of one ``ReceiveMessage``, 1 to 20 s.
+            max_bundle_records: checkpoint (end the bundle, delete its messages) after this
+                many messages.
+            max_bundle_seconds: checkpoint after reading for this many seconds.
+
+        Raises:
+            ValueError: on an empty queue name or a bound that is not a positive number.
+        """
+        super().__init__()
+        if not isinstance(queue, str) or not queue.strip():
+            raise ValueError(f"queue must be a non-empty SQS queue name or URL, got {queue!r}")
+        _check_positive("max_records", max_records, integer=True)
+        _check_positive("max_read_time", max_read_time)
+        _check_positive("idle_timeout", idle_timeout)
+        _check_positive("max_bundle_records", max_bundle_records, integer=True)
+        _check_positive("max_bundle_seconds", max_bundle_seconds)
+        if (
+            isinstance(wait_time_seconds, bool)
+            or not isinstance(wait_time_seconds, int)
+            or not 1 <= wait_time_seconds <= MAX_WAIT_TIME_SECONDS
+        ):
+            raise ValueError(
+                f"wait_time_seconds must be an integer from 1 to {MAX_WAIT_TIME_SECONDS}, "
+                f"got {wait_time_seconds!r}"
+            )
+        self._spec = _ReadSpec(
+            queue=queue.strip(),
+            max_records=max_records,
+            max_read_time=max_read_time,
+            idle_timeout=idle_timeout,
+            wait_time_seconds=wait_time_seconds,
+            max_bundle_records=max_bundle_records,
+            max_bundle_seconds=max_bundle_seconds,
+        )
+
+    @property
+    def bounded(self) -> bool:
+        """Whether the read ends by itself (one of its bounds is set)."""
+        s = self._spec
+        return (
+            s.max_records is not None or s.max_read_time is not None or s.idle_timeout is not None
+        )
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[SourceRecord]:
+        read_fn = _ReadQueueFn() if self.bounded else _ReadQueueForeverFn()
+        return (
+            pbegin
+            | "ReadSpec" >> beam.Create([self._spec])
+            | "ReadQueue" >> beam.ParDo(read_fn).with_output_types(SourceRecord)
+        )
+
+    def display_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "queue": DisplayDataItem(self._spec.queue, label="SQS queue"),
+            "wait_time_seconds": DisplayDataItem(
+                self._spec.wait_time_seconds, label="Long-poll wait (s)"
+            ),
+            "max_bundle_records": DisplayDataItem(
+                self._spec.max_bundle_records, label="Messages per bundle"
+            ),
+            "max_bundle_seconds": DisplayDataItem(
+                self._spec.max_bundle_seconds, label="Seconds per bundle"
+            ),
+        }
+        for name, label in (
+            ("max_records", "Stop after messages"),
+            ("max_read_time", "Stop after seconds"),
+            ("idle_timeout", "Stop when idle for seconds"),
+        ):
+            value = getattr(self._spec, name)
+            if value is not None:
+                data[name] = DisplayDataItem(value, label=label)
+        return data
+
+
+# ------------------------------------------------------------------------- the producer
+
+
+def _batches(bodies: Iterable[bytes | str]) -> Iterator[list[str]]:
+    """Group message bodies into SendMessageBatch calls of <= 10 entries and <= 256 KiB."""
+    batch: list[str] = []
+    batch_bytes = 0
+    for index, body in enumerate(bodies):
+        if isinstance(body, bytes):
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(f"message #{index} is not UTF-8 text: {error}") from None
+            size = len(body)
+        elif isinstance(body, str):
+            text = body
+            size = len(body.encode("utf-8"))
+        else:
+            raise ValueError(f"message #{index} must be bytes or str, got {type(body).__name__}")
+        if not size:
+            raise ValueError(f"message #{index} is empty: SQS needs at least one character")
+        if size > MAX_BATCH_BYTES:
+            raise ValueError(
+                f"message #{index} is {size} bytes, over SQS's limit of {MAX_BATCH_BYTES} bytes"
+            )
+        if batch and (len(batch) == MAX_BATCH_ENTRIES or batch_bytes + size > MAX_BATCH_BYTES):
+            yield batch
+            batch, batch_bytes = [], 0
+        batch.append(text)
+        batch_bytes += size
+    if batch:
+        yield batch
+
+
+def _send_batch(client: Any, url: str, batch: Sequence[str]) -> None:
+    pending = {str(i): body for i, body in enumerate(batch)}
+    failures: list[dict[str, Any]] = []
+    for attempt in range(1, _SEND_ATTEMPTS + 1):
+        entries = [{"Id": i, "MessageBody": body} for i, body in pending.items()]
+        try:
+            response = client.send_message_batch(QueueUrl=url, Entries=entries)
+        except (aws.ClientError, aws.BotoCoreError) as error:
+            raise aws.AWSError(f"SendMessageBatch to SQS queue {url} failed: {error}") from error
+        failures = response.get("Failed", [])
+        pending = {f["Id"]: pending[f["Id"]] for f in failures}
+        if not pending:
+            return
+        if all(f.get("SenderFault") for f in failures):
+            break  # the request itself is wrong: retrying cannot help
+        if attempt < _SEND_ATTEMPTS:
+            _LOGGER.info(
+                "Retrying %d of %d messages for SQS queue %s", len(pending), len(batch), url
+            )
+            time.sleep(_backoff(attempt))
+    first = failures[0]
+    raise SendMessagesError(
+        f"{len(pending)} of {len(batch)} messages could not be sent to SQS queue {url} "
+        f"after {attempt} attempts: {first.get('Code', 'Unknown')}: {first.get('Message', '')}"
+    )
+
+
+def create_queue(queue: str, *, visibility_timeout: int | None = None) -> str:
+    """Create a standard SQS queue, or find it if it exists with the same attributes.
+
+    Args:
+        queue: the queue's name.
+        visibility_timeout: seconds a received message stays invisible (SQS default: 30).
+
+    Returns:
+        The queue's URL.
+
+    Raises:
+        ValueError: on an empty name or a negative visibility timeout.
+        blogflow.io.aws.AWSError: if SQS refused, e.g. the queue exists with other
+            attributes.
+    """
+    if not isinstance(queue, str) or not queue.strip():
+        raise ValueError(f"queue must be a non-empty SQS queue name, got {queue!r}")
+    attributes = {}
+    if visibility_timeout is not None:
+        if isinstance(visibility_timeout, bool) or not 0 <= visibility_timeout <= 43200:
+            raise ValueError(
+                f"visibility_timeout must be 0 to 43200 seconds, got {visibility_timeout!r}"
+            )
+        attributes["VisibilityTimeout"] = str(visibility_timeout)
+    client = aws.make_client("sqs")
+    try:
+        response = client.create_queue(QueueName=queue.strip(), Attributes=attributes)
+        return str(response["QueueUrl"])
+    except (aws.ClientError, aws.BotoCoreError) as error:
+        raise aws.AWSError(f"could not create SQS queue {queue!r}: {error}") from None
+    finally:
+        aws.close_client(client)
+
+
+def send_messages(queue: str, bodies: Iterable[bytes | str]) -> int:
+    """Send messages to an SQS queue, batching ``SendMessageBatch`` calls.
+
+    Each call carries at most 10 messages and 256 KiB. Entries SQS reports as ``Failed``
+    for a transient reason are retried a bounded number of times with backoff.
+
+    Args:
+        queue: the queue's name or URL.
+        bodies: message bodies, UTF-8 ``bytes`` or ``str``, each 1 byte to 256 KiB.
+            Consumed lazily: messages before an invalid body have been sent.
+
+    Returns:
+        The number of messages sent.
+
+    Raises:
+        ValueError: on an empty queue name or an empty, oversized or non-UTF-8 body.
+        SendMessagesError: if some messages still failed after the retries.
+        blogflow.io.aws.QueueNotFoundError: if the queue does not exist.
+    """
+    if not isinstance(queue, str) or not queue.strip():
+        raise ValueError(f"queue must be a non-empty SQS queue name or URL, got {queue!r}")
+    client = aws.make_client("sqs")
+    try:
+        url = aws.get_queue_url(client, queue.strip())
+        sent = 0
+        for batch in _batches(bodies):
+            _send_batch(client, url, batch)
+            sent += len(batch)
+        return sent
+    finally:
+        aws.close_client(client)

@@ -1,0 +1,432 @@
+"""ReadFromSQS and send_messages against the real moto server of the local stack.
+
+Every queue comes from the ``sqs_queue`` fixture (visibility timeout 2 s), so redelivery
+after a crash is observable within a few seconds. Reads use 1 s long polls and 0.5 s
+bundles; every waiting loop is bounded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import apache_beam as beam
+import pytest
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.runners.runner import PipelineResult
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.display import DisplayData
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
+
+from blogflow.io import aws, sqs
+from blogflow.io.sqs import (
+    ReadFromSQS,
+    SendMessagesError,
+    _next_step,
+    _QueuePosition,
+    _QueueRestriction,
+    _QueueTracker,
+    _ReadSpec,
+    _SentTimeWatermarkEstimator,
+    send_messages,
+)
+
+#: Short polls and bundles, well inside the fixture queue's 2 s visibility timeout.
+FAST = {"wait_time_seconds": 1, "max_bundle_seconds": 0.5}
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def run(build: Callable[[beam.Pipeline], Any]) -> PipelineResult:
+    """Build a pipeline with ``build`` and run it to completion on FnApiRunner."""
+    p = beam.Pipeline(runner=FnApiRunner())
+    build(p)
+    result = p.run()
+    result.wait_until_finish()
+    return result
+
+
+def counter(result: PipelineResult, name: str) -> int:
+    counters = result.metrics().query(MetricsFilter().with_name(name))["counters"]
+    return sum(c.committed for c in counters)
+
+
+def queue_depth(sqs_client: Any, url: str) -> tuple[int, int]:
+    """(visible, in flight) messages of a queue."""
+    attributes = sqs_client.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return (
+        int(attributes["ApproximateNumberOfMessages"]),
+        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+    )
+
+
+def receive_all(sqs_client: Any, url: str, count: int, timeout: float) -> list[dict]:
+    """Receive (and delete) messages until ``count`` arrived or ``timeout`` seconds passed."""
+    received: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while len(received) < count and time.monotonic() < deadline:
+        messages = sqs_client.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=1,
+            MessageSystemAttributeNames=["ApproximateReceiveCount"],
+        ).get("Messages", [])
+        for message in messages:
+            sqs_client.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        received.extend(messages)
+    return received
+
+
+def assert_unique(expected_count: int) -> Callable[[list], None]:
+    def check(actual: list) -> None:
+        assert len(actual) == expected_count, f"{len(actual)} ids, expected {expected_count}"
+        assert len(set(actual)) == len(actual), "duplicate ids"
+
+    return check
+
+
+class _FailAfter(beam.DoFn):
+    """Passes elements through and raises on the ``n``-th one this instance sees."""
+
+    def __init__(self, n: int) -> None:
+        self._n = n
+        self._seen = 0
+
+    def process(self, element):
+        self._seen += 1
+        if self._seen >= self._n:
+            raise RuntimeError("downstream failure")
+        yield element
+
+
+def _name(url: str) -> str:
+    return url.rsplit("/", 1)[-1]
+
+
+# ----------------------------------------------------------------- reading from moto
+
+
+def test_reads_every_message_once_then_deletes_it(sqs_client, sqs_queue):
+    bodies = [f'{{"n":{i}}}' for i in range(30)]
+    assert send_messages(sqs_queue, bodies) == 30
+    sent_after = time.time()
+
+    def build(p):
+        records = p | "ReadFromSQS" >> ReadFromSQS(
+            _name(sqs_queue), idle_timeout=1.5, max_bundle_records=8, **FAST
+        )
+        assert_that(
+            records | "Payloads" >> beam.Map(lambda r: r.payload),
+            equal_to([b.encode() for b in bodies]),
+            label="CheckPayloads",
+        )
+        assert_that(records | "Ids" >> beam.Map(lambda r: r.id), assert_unique(30), label="Ids")
+        stamps = records | "Stamps" >> beam.Map(
+            lambda r, ts=beam.DoFn.TimestampParam: sent_after - 60 < ts.micros / 1e6 <= sent_after
+        )
+        assert_that(stamps, equal_to([True] * 30), label="StampedWithSentTimestamp")
+
+    result = run(build)
+    assert counter(result, "messages_received") == 30
+    assert counter(result, "messages_deleted") == 30
+    assert queue_depth(sqs_client, sqs_queue) == (0, 0)
+    assert "Messages" not in sqs_client.receive_message(QueueUrl=sqs_queue, WaitTimeSeconds=1)
+
+
+def test_max_records_stops_at_n_and_leaves_the_rest(sqs_client, sqs_queue):
+    send_messages(sqs_queue, [f"m{i}" for i in range(25)])
+
+    def build(p):
+        records = p | "ReadFromSQS" >> ReadFromSQS(
+            sqs_queue, max_records=10, max_bundle_records=4, **FAST
+        )
+        assert_that(records | "Ids" >> beam.Map(lambda r: r.id), assert_unique(10), label="Ids")
+
+    result = run(build)
+    assert counter(result, "messages_received") == 10
+    # Nothing beyond the 10 was even received: the rest is visible, nothing in flight.
+    assert queue_depth(sqs_client, sqs_queue) == (15, 0)
+
+
+def test_idle_timeout_drains_then_stops_by_itself(sqs_client, sqs_queue):
+    send_messages(sqs_queue, [f"m{i}" for i in range(5)])
+    started = time.monotonic()
+
+    def build(p):
+        records = p | "ReadFromSQS" >> ReadFromSQS(sqs_queue, idle_timeout=1, **FAST)
+        assert_that(
+            records | "Payloads" >> beam.Map(lambda r: r.payload),
+            equal_to([f"m{i}".encode() for i in range(5)]),
+        )
+
+    run(build)
+    assert time.monotonic() - started < 15
+    assert queue_depth(sqs_client, sqs_queue) == (0, 0)
+
+
+def test_max_read_time_stops_a_read_of_an_idle_queue(sqs_queue):
+    started = time.monotonic()
+
+    def build(p):
+        records = p | "ReadFromSQS" >> ReadFromSQS(sqs_queue, max_read_time=1.5, **FAST)
+        assert_that(records | "Count" >> beam.combiners.Count.Globally(), equal_to([0]))
+
+    run(build)
+    assert 1.5 <= time.monotonic() - started < 15
+
+
+def test_a_crash_before_finalization_deletes_nothing_and_redelivers(sqs_client, sqs_queue):
+    bodies = [f"m{i}" for i in range(10)]
+    send_messages(sqs_queue, bodies)
+
+    def build(p):
+        _ = (
+            p
+            | "ReadFromSQS" >> ReadFromSQS(sqs_queue, idle_timeout=3, **FAST)
+            | "Fail" >> beam.ParDo(_FailAfter(1))
+        )
+
+    with pytest.raises(Exception, match="downstream failure"):
+        run(build)
+    visible, in_flight = queue_depth(sqs_client, sqs_queue)
+    assert visible + in_flight == 10 and in_flight >= 1  # received, not deleted
+    again = receive_all(sqs_client, sqs_queue, 10, timeout=10)
+    assert sorted(m["Body"] for m in again) == sorted(bodies)
+    redelivered = [m for m in again if int(m["Attributes"]["ApproximateReceiveCount"]) > 1]
+    assert len(redelivered) == in_flight
+
+
+def test_committed_bundles_are_deleted_even_when_a_later_one_fails(sqs_client, sqs_queue):
+    bodies = [f"m{i}" for i in range(10)]
+    send_messages(sqs_queue, bodies)
+
+    def build(p):
+        _ = (
+            p
+            | "ReadFromSQS" >> ReadFromSQS(sqs_queue, idle_timeout=3, max_bundle_records=4, **FAST)
+            | "Fail" >> beam.ParDo(_FailAfter(6))  # in the second bundle
+        )
+
+    with pytest.raises(Exception, match="downstream failure"):
+        run(build)
+    visible, in_flight = queue_depth(sqs_client, sqs_queue)
+    assert visible + in_flight == 6  # the first bundle's 4 messages are deleted
+    assert len(receive_all(sqs_client, sqs_queue, 6, timeout=10)) == 6
+
+
+def test_self_checkpointing_reads_all_and_deletes_all(sqs_client, sqs_queue):
+    bodies = [f"m{i:03d}" for i in range(60)]
+    send_messages(sqs_queue, bodies)
+
+    def build(p):
+        records = p | "ReadFromSQS" >> ReadFromSQS(
+            sqs_queue, idle_timeout=1.5, max_bundle_records=5, **FAST
+        )
+        assert_that(
+            records | "Payloads" >> beam.Map(lambda r: r.payload),
+            equal_to([b.encode() for b in bodies]),
+        )
+
+    result = run(build)
+    assert counter(result, "checkpoints") >= 12  # at least one per 5 messages
+    assert counter(result, "messages_deleted") == 60  # one finalization per bundle
+    assert queue_depth(sqs_client, sqs_queue) == (0, 0)
+
+
+def test_a_missing_queue_fails_clearly(local_stack):
+    def build(p):
+        _ = p | "ReadFromSQS" >> ReadFromSQS("no-such-queue-x1", max_records=1, **FAST)
+
+    with pytest.raises(Exception, match="does not exist"):
+        run(build)
+
+
+# ------------------------------------------------------------------------ the producer
+
+
+def test_send_messages_batches_many_and_large_bodies(sqs_client, sqs_queue):
+    large = ["L" * (100 * 1024) + str(i) for i in range(3)]  # 3 of them exceed 256 KiB
+    bodies: list[bytes | str] = [f"s{i}" for i in range(12)] + large + [b"bytes-body"]
+    assert send_messages(_name(sqs_queue), bodies) == 16
+    received = receive_all(sqs_client, sqs_queue, 16, timeout=10)
+    expected = [b if isinstance(b, str) else b.decode() for b in bodies]
+    assert sorted(m["Body"] for m in received) == sorted(expected)
+
+
+def test_send_messages_rejects_bad_input(local_stack, sqs_queue):
+    with pytest.raises(ValueError, match="empty"):
+        send_messages(sqs_queue, ["ok", ""])
+    with pytest.raises(ValueError, match="over SQS's limit"):
+        send_messages(sqs_queue, ["x" * (256 * 1024 + 1)])
+    with pytest.raises(ValueError, match="UTF-8"):
+        send_messages(sqs_queue, [b"\xff\xfe"])
+    with pytest.raises(ValueError, match="queue"):
+        send_messages(" ", ["ok"])
+    with pytest.raises(aws.QueueNotFoundError, match="does not exist"):
+        send_messages("no-such-queue-x2", ["ok"])
+
+
+class _FakeSQS:
+    """Answers SendMessageBatch from a script of Failed entries, recording the calls."""
+
+    def __init__(self, failures: list[list[dict]]) -> None:
+        self._failures = failures
+        self.calls: list[list[str]] = []
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict]) -> dict:  # noqa: N803
+        self.calls.append([e["Id"] for e in Entries])
+        failed = self._failures.pop(0) if self._failures else []
+        return {"Successful": [], "Failed": failed}
+
+
+def _failed(entry_id: str, sender_fault: bool) -> dict:
+    return {"Id": entry_id, "SenderFault": sender_fault, "Code": "InternalError", "Message": "x"}
+
+
+def test_send_retries_only_the_failed_entries(monkeypatch):
+    monkeypatch.setattr(sqs, "_backoff", lambda attempt: 0.0)
+    client = _FakeSQS([[_failed("1", False)], []])
+    sqs._send_batch(client, "url", ["a", "b", "c"])
+    assert client.calls == [["0", "1", "2"], ["1"]]
+
+
+def test_send_gives_up_after_bounded_retries(monkeypatch):
+    monkeypatch.setattr(sqs, "_backoff", lambda attempt: 0.0)
+    client = _FakeSQS([[_failed("0", False)]] * 20)
+    with pytest.raises(SendMessagesError, match="1 of 2 messages could not be sent"):
+        sqs._send_batch(client, "url", ["a", "b"])
+    assert len(client.calls) == sqs._SEND_ATTEMPTS
+
+
+def test_send_does_not_retry_sender_faults(monkeypatch):
+    monkeypatch.setattr(sqs, "_backoff", lambda attempt: 0.0)
+    client = _FakeSQS([[_failed("0", True)]])
+    with pytest.raises(SendMessagesError, match="after 1 attempts"):
+        sqs._send_batch(client, "url", ["a"])
+
+
+# -------------------------------------------------------------- arguments, display data
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"queue": ""}, "queue"),
+        ({"queue": "   "}, "queue"),
+        ({"max_records": -1}, "max_records"),
+        ({"max_records": 0}, "max_records"),
+        ({"max_records": 2.5}, "max_records"),
+        ({"max_records": True}, "max_records"),
+        ({"max_read_time": -1}, "max_read_time"),
+        ({"idle_timeout": 0}, "idle_timeout"),
+        ({"idle_timeout": float("inf")}, "idle_timeout"),
+        ({"wait_time_seconds": 0}, "wait_time_seconds"),
+        ({"wait_time_seconds": 21}, "wait_time_seconds"),
+        ({"max_bundle_records": 0}, "max_bundle_records"),
+        ({"max_bundle_seconds": -0.5}, "max_bundle_seconds"),
+    ],
+)
+def test_read_rejects_bad_arguments(kwargs, message):
+    kwargs = {"queue": "events", **kwargs}
+    with pytest.raises(ValueError, match=message):
+        ReadFromSQS(**kwargs)
+
+
+def test_display_data_shows_the_queue_and_no_credentials(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDSHOULDNOTLEAK")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-should-not-leak")
+    read = ReadFromSQS("events", idle_timeout=30)
+    items = {item.key: item.value for item in DisplayData.create_from(read).items}
+    assert items == {
+        "queue": "events",
+        "idle_timeout": 30,
+        "wait_time_seconds": 20,
+        "max_bundle_records": 1000,
+        "max_bundle_seconds": 5.0,
+    }
+    assert "LEAK" not in repr(items).upper()
+
+
+def test_output_is_unbounded_only_without_a_bound():
+    assert not (beam.Pipeline() | "Read" >> ReadFromSQS("events")).is_bounded
+    assert (beam.Pipeline() | "Read" >> ReadFromSQS("events", max_records=5)).is_bounded
+
+
+# ---------------------------------------------------------- the restriction, unit level
+
+SPEC = _ReadSpec("q", None, None, None, 20, 100, 5.0)
+
+
+def test_next_step_stops_at_each_bound_first():
+    now = 1000.0
+    common = {"idle_seconds": 0.0, "bundle_records": 0, "bundle_seconds": 0.0, "now": now}
+    assert _next_step(_QueueRestriction(stop=3), SPEC, received=3, **common).action == "stop"
+    assert _next_step(_QueueRestriction(deadline=now), SPEC, received=0, **common).action == "stop"
+    idle = {**common, "idle_seconds": 2.0}
+    assert _next_step(_QueueRestriction(idle_timeout=2), SPEC, received=0, **idle).action == "stop"
+    full = {**common, "bundle_records": 100}
+    assert _next_step(_QueueRestriction(), SPEC, received=0, **full).action == "checkpoint"
+    late = {**common, "bundle_seconds": 5.0}
+    assert _next_step(_QueueRestriction(), SPEC, received=0, **late).action == "checkpoint"
+
+
+def test_next_step_polls_no_more_than_allowed():
+    step = _next_step(
+        _QueueRestriction(stop=13, idle_timeout=10, idle_seconds=0),
+        SPEC,
+        received=10,
+        idle_seconds=8.5,
+        bundle_records=0,
+        bundle_seconds=1.0,
+        now=0.0,
+    )
+    # 3 messages left of max_records; 1.5 s of idle budget left -> a 2 s long poll.
+    assert step == ("poll", "", 3, 2)
+
+
+def test_tracker_checkpoint_hands_counters_to_the_residual():
+    tracker = _QueueTracker(_QueueRestriction(start=0, stop=100, idle_timeout=9))
+    assert tracker.try_claim(_QueuePosition(10))
+    assert tracker.try_claim(_QueuePosition(10, idle_seconds=4.0))
+    primary, residual = tracker.try_split(0)
+    assert primary == _QueueRestriction(start=0, stop=10, idle_timeout=9)
+    assert residual == _QueueRestriction(start=10, stop=100, idle_timeout=9, idle_seconds=4.0)
+    assert not tracker.try_claim(_QueuePosition(20))
+    tracker.check_done()
+    assert tracker.try_split(0.5) is None
+
+
+def test_tracker_stop_claim_closes_the_read_and_satisfies_check_done():
+    tracker = _QueueTracker(_QueueRestriction())
+    assert tracker.try_claim(_QueuePosition(7))
+    with pytest.raises(ValueError, match="without reaching a bound"):
+        tracker.check_done()
+    assert not tracker.try_claim(_QueuePosition(7, last=True))
+    assert tracker.current_restriction().stop == 7
+    tracker.check_done()
+    assert tracker.try_split(0) is None
+
+
+def test_tracker_refuses_claims_beyond_max_records_and_backwards():
+    tracker = _QueueTracker(_QueueRestriction(stop=5))
+    assert tracker.try_claim(_QueuePosition(5))
+    tracker.check_done()  # max_records reached
+    with pytest.raises(ValueError):
+        tracker.try_claim(_QueuePosition(4))
+    with pytest.raises(ValueError):
+        _QueueTracker(_QueueRestriction(stop=5)).try_claim(_QueuePosition(6))
+
+
+def test_watermark_never_moves_backwards():
+    estimator = _SentTimeWatermarkEstimator(None)
+    assert estimator.current_watermark() == MIN_TIMESTAMP
+    estimator.advance(Timestamp(100))
+    estimator.advance(Timestamp(50))
+    assert estimator.current_watermark() == Timestamp(100)
+    assert _SentTimeWatermarkEstimator(Timestamp(7)).get_estimator_state() == Timestamp(7)
