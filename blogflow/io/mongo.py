@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 import pymongo
+from pymongo import uri_parser
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, PyMongoError
 
@@ -23,6 +24,14 @@ __all__ = [
 DEFAULT_DATABASE = "blogflow"
 #: MongoDB's error code for a duplicate ``_id``.
 DUPLICATE_KEY = 11000
+
+
+_CLIENT_DEFAULTS: dict[str, Any] = {
+    "serverSelectionTimeoutMS": 10_000,
+    "connectTimeoutMS": 5_000,
+    "socketTimeoutMS": 60_000,
+    "retryWrites": False,
+}
 
 
 def default_uri() -> str:
@@ -49,12 +58,9 @@ def connect(uri: str | None, database: str) -> tuple[pymongo.MongoClient, Databa
     """
     if not database:
         raise ValueError("a MongoDB database name is required")
-    client: pymongo.MongoClient = pymongo.MongoClient(
-        uri or default_uri(),
-        serverSelectionTimeoutMS=10_000,
-        connectTimeoutMS=5_000,
-        socketTimeoutMS=60_000,
-        retryWrites=False,
-        tz_aware=True,
-    )
+    uri = uri or default_uri()
+    # Defaults only: options written in the URI (e.g. ?serverSelectionTimeoutMS=500) win.
+    given = {key.lower() for key in uri_parser.parse_uri(uri, validate=False)["options"]}
+    options = {key: value for key, value in _CLIENT_DEFAULTS.items() if key.lower() not in given}
+    client: pymongo.MongoClient = pymongo.MongoClient(uri, tz_aware=True, **options)
     return client, client[database]
