@@ -22,6 +22,7 @@ class _CombinePerBundleFn(beam.DoFn):
 
     def setup(self) -> None:
         self._combine_fn.setup()
+        self._add_input = self._combine_fn.add_input
 
     def start_bundle(self) -> None:
         self._accumulators = {}
@@ -37,7 +38,7 @@ class _CombinePerBundleFn(beam.DoFn):
                 drained = self._drain()
                 accumulators = self._accumulators
             accumulator = self._combine_fn.create_accumulator()
-        accumulators[key] = self._combine_fn.add_input(accumulator, value)
+        accumulators[key] = self._add_input(accumulator, value)
         return drained
 
     def _drain(self) -> list[tuple[Any, Any]]:

@@ -153,7 +153,12 @@ class SumPacketsFn(beam.CombineFn):
         return PartialSum()
 
     def add_input(self, accumulator: PartialSum, packet: Packet) -> PartialSum:
-        accumulator.add(packet)
+        # PartialSum.add inlined for the common case: this runs once per packet.
+        packet_id, value, length = packet
+        if length == accumulator.array_length and packet_id not in accumulator.values:
+            accumulator.values[packet_id] = value
+        else:
+            accumulator.add(packet)
         return accumulator
 
     def merge_accumulators(self, accumulators: Iterable[PartialSum]) -> PartialSum:
