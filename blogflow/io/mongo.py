@@ -10,6 +10,8 @@ from pymongo import uri_parser
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, PyMongoError
 
+from blogflow.io._urls import redact_url as redact_uri
+
 __all__ = [
     "DEFAULT_DATABASE",
     "DUPLICATE_KEY",
@@ -37,16 +39,6 @@ _CLIENT_DEFAULTS: dict[str, Any] = {
 def default_uri() -> str:
     """``MONGODB_URI`` from the environment, else a MongoDB on localhost."""
     return os.environ.get("MONGODB_URI") or "mongodb://127.0.0.1:27017/"
-
-
-def redact_uri(uri: str) -> str:
-    """The URI without its password, for logs and display data."""
-    scheme, sep, rest = uri.partition("://")
-    if not sep or "@" not in rest:
-        return uri
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
 
 
 def connect(uri: str | None, database: str) -> tuple[pymongo.MongoClient, Database[Any]]:

@@ -6,6 +6,8 @@ import os
 
 import redis
 
+from blogflow.io._urls import redact_url
+
 __all__ = ["RedisError", "connect", "default_url", "redact_url"]
 
 RedisError = redis.RedisError
@@ -14,15 +16,6 @@ RedisError = redis.RedisError
 def default_url() -> str:
     """``REDIS_URL`` from the environment, else a Redis on localhost."""
     return os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, for logs and display data."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    _, _, host = rest.rpartition("@")
-    return f"{scheme}://***@{host}"
 
 
 def connect(url: str | None = None) -> redis.Redis:
