@@ -343,12 +343,23 @@ class SourceRecord(NamedTuple):
 
     Attributes:
         payload: the message body, exactly as received.
-        id: a stable id of the message at its source (the SQS ``MessageId``, or
-            ``path@offset`` for a line of a file): a redelivery has the same id.
+        origin: where it came from: the SQS ``MessageId``, or the path of a file.
+        offset: the byte offset of the line in the file ``origin``; None for messages.
+
+    Its :attr:`id` is stable: a redelivery has the same id.
     """
 
     payload: bytes
-    id: str
+    origin: str
+    offset: int | None = None
+
+    @property
+    def id(self) -> str:
+        """The message's id at its source: ``origin``, or ``"{path}@{offset}"`` for a line.
+
+        Built on demand: readers emit millions of records and only a rejected one needs it.
+        """
+        return self.origin if self.offset is None else f"{self.origin}@{self.offset}"
 
 
 class Rejection(NamedTuple):

@@ -192,7 +192,7 @@ class _SplitBlocksFn(beam.DoFn):
                 pos = end
 
 
-def _records(prefix: str, lines: list[bytes], offset: int) -> Iterator[SourceRecord]:
+def _records(path: str, lines: list[bytes], offset: int) -> Iterator[SourceRecord]:
     """The records of consecutive lines, the first starting at byte ``offset``; blank lines
     are skipped and a trailing ``\\r`` is dropped."""
     new = tuple.__new__
@@ -201,26 +201,26 @@ def _records(prefix: str, lines: list[bytes], offset: int) -> Iterator[SourceRec
         if line[-1:] == b"\r":
             line = line[:-1]
         if line and not line.isspace():
-            yield new(SourceRecord, (line, f"{prefix}{offset}"))
+            yield new(SourceRecord, (line, path, offset))
         offset += size
 
 
-def _fast_records(prefix: str, lines: list[bytes], offset: int) -> Iterator[SourceRecord]:
+def _fast_records(path: str, lines: list[bytes], offset: int) -> Iterator[SourceRecord]:
     """:func:`_records` for lines known to hold no ``\\r``."""
     new = tuple.__new__
     for line in lines:
         if line and not line.isspace():
-            yield new(SourceRecord, (line, f"{prefix}{offset}"))
+            yield new(SourceRecord, (line, path, offset))
         offset += len(line) + 1
 
 
-def _block_records(prefix: str, data: bytes, offset: int) -> Iterator[SourceRecord]:
+def _block_records(path: str, data: bytes, offset: int) -> Iterator[SourceRecord]:
     lines = data.split(b"\n")
     if lines[-1] == b"":
         lines.pop()  # after the final newline
     if b"\r" in data:
-        return _records(prefix, lines, offset)
-    return _fast_records(prefix, lines, offset)
+        return _records(path, lines, offset)
+    return _fast_records(path, lines, offset)
 
 
 def _read_exactly(handle: Any, size: int) -> bytes:
@@ -239,7 +239,7 @@ def _read_exactly(handle: Any, size: int) -> bytes:
     return b"".join(parts)
 
 
-def _stream_blocks(block: _Block, prefix: str) -> Iterator[Iterator[SourceRecord]]:
+def _stream_blocks(block: _Block) -> Iterator[Iterator[SourceRecord]]:
     """The records of a compressed file, a block of lines at a time."""
     with FileSystems.open(
         block.path, mime_type="application/octet-stream", compression_type=block.compression
@@ -249,7 +249,7 @@ def _stream_blocks(block: _Block, prefix: str) -> Iterator[Iterator[SourceRecord
             chunk = handle.read(block.block_size)
             if not chunk:
                 if carry:
-                    yield _block_records(prefix, carry, offset)
+                    yield _block_records(block.path, carry, offset)
                 return
             data = carry + chunk if carry else chunk
             cut = data.rfind(b"\n") + 1
@@ -257,7 +257,7 @@ def _stream_blocks(block: _Block, prefix: str) -> Iterator[Iterator[SourceRecord
                 carry = data  # a line longer than the block goes on
                 continue
             carry = data[cut:]
-            yield _block_records(prefix, data[:cut], offset)
+            yield _block_records(block.path, data[:cut], offset)
             offset += cut
 
 
@@ -269,9 +269,8 @@ class _ReadBlockFn(beam.DoFn):
     """
 
     def process(self, block: _Block) -> Iterator[SourceRecord]:
-        prefix = f"{block.path}@"
         if block.end == _TO_EOF:
-            return itertools.chain.from_iterable(_stream_blocks(block, prefix))
+            return itertools.chain.from_iterable(_stream_blocks(block))
         with FileSystems.open(
             block.path,
             mime_type="application/octet-stream",
@@ -279,7 +278,7 @@ class _ReadBlockFn(beam.DoFn):
         ) as handle:
             handle.seek(block.start)
             data = _read_exactly(handle, block.end - block.start)
-        return _block_records(prefix, data, block.start)
+        return _block_records(block.path, data, block.start)
 
 
 class _MatchFilesFn(beam.DoFn):
@@ -313,10 +312,10 @@ class _MatchFilesFn(beam.DoFn):
 class ReadFromJSONL(beam.PTransform):
     """Reads JSON-lines files as :class:`~blogflow.events.SourceRecord` elements.
 
-    Input: the pipeline (``PBegin``). Output: one ``SourceRecord(payload=line, id=
-    "{path}@{offset}")`` per non-blank line of every file ``file_pattern`` matches, the
-    line without its ``\\n`` (or ``\\r\\n``). Lines are not parsed here: a malformed line
-    reaches the parser, which dead-letters it.
+    Input: the pipeline (``PBegin``). Output: one ``SourceRecord(payload=line,
+    origin=path, offset=offset)`` (id ``"{path}@{offset}"``) per non-blank line of every
+    file ``file_pattern`` matches, the line without its ``\\n`` (or ``\\r\\n``). Lines
+    are not parsed here: a malformed line reaches the parser, which dead-letters it.
 
     Example::
 

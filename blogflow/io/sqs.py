@@ -445,9 +445,7 @@ class _ReadQueueFn(beam.DoFn):
                 if int(message.get("Attributes", {}).get("ApproximateReceiveCount", 1)) > 1:
                     _REDELIVERED.inc()
                 handles.append(message["ReceiptHandle"])
-                record = SourceRecord(
-                    payload=message["Body"].encode("utf-8"), id=message["MessageId"]
-                )
+                record = SourceRecord(message["Body"].encode("utf-8"), message["MessageId"])
                 yield TimestampedValue(record, sent)
             watermark.advance(oldest)
             received += len(messages)

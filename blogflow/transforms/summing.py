@@ -246,6 +246,9 @@ def merge_into_stored(
 class SumPackets(beam.PTransform):
     """Maps ``sum_packet`` events (x 2) and combines them per array within each bundle.
 
+    The map step (:func:`double_packet`) runs inside the combine's DoFn, as its
+    ``key_value_fn``: as a step of its own it cost a sixth of Beam's overhead per packet.
+
     Input: :class:`~blogflow.events.SumPacket` events in the global window.
     Output: ``(arrayId, PartialSum)`` per array per bundle; a store merges them with
     :func:`merge_into_stored` (see ``blogflow.io.sums.WriteSums``).
@@ -256,8 +259,6 @@ class SumPackets(beam.PTransform):
         self._max_keys = max_keys
 
     def expand(self, events: beam.PCollection) -> beam.PCollection:
-        return (
-            events
-            | "DoublePackets" >> beam.Map(double_packet)
-            | "SumPerArray" >> CombinePerBundle(SumPacketsFn(), max_keys=self._max_keys)
+        return events | "DoubleAndSumPerArray" >> CombinePerBundle(
+            SumPacketsFn(), key_value_fn=double_packet, max_keys=self._max_keys
         )

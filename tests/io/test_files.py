@@ -32,7 +32,7 @@ def expected_records(path: Path, data: bytes) -> list[SourceRecord]:
     for line in data.split(b"\n"):
         payload = line[:-1] if line.endswith(b"\r") else line
         if payload.strip():
-            records.append(SourceRecord(payload, f"{path}@{offset}"))
+            records.append(SourceRecord(payload, str(path), offset))
         offset += len(line) + 1
     return records
 
@@ -80,11 +80,12 @@ def test_ids_are_path_and_byte_offset(tmp_path):
     data = b'{"id":"a"}\n{"id":"bb"}\n{"id":"ccc"}\n'
     path.write_bytes(data)
     expected = [
-        SourceRecord(b'{"id":"a"}', f"{path}@0"),
-        SourceRecord(b'{"id":"bb"}', f"{path}@11"),
-        SourceRecord(b'{"id":"ccc"}', f"{path}@23"),
+        SourceRecord(b'{"id":"a"}', str(path), 0),
+        SourceRecord(b'{"id":"bb"}', str(path), 11),
+        SourceRecord(b'{"id":"ccc"}', str(path), 23),
     ]
     assert expected_records(path, data) == expected
+    assert [r.id for r in expected] == [f"{path}@0", f"{path}@11", f"{path}@23"]
     assert_reads(str(path), expected)
 
 
@@ -93,9 +94,9 @@ def test_blank_lines_skipped_and_crlf_stripped(tmp_path):
     data = b'\n{"a":1}\n\n   \n{"b":2}\r\n\t\r\n{"c":3}'  # no newline at the end
     path.write_bytes(data)
     expected = [
-        SourceRecord(b'{"a":1}', f"{path}@1"),
-        SourceRecord(b'{"b":2}', f"{path}@14"),
-        SourceRecord(b'{"c":3}', f"{path}@26"),
+        SourceRecord(b'{"a":1}', str(path), 1),
+        SourceRecord(b'{"b":2}', str(path), 14),
+        SourceRecord(b'{"c":3}', str(path), 26),
     ]
     assert expected_records(path, data) == expected
     assert_reads(str(path), expected)
