@@ -1,0 +1,170 @@
+"""Benchmark: windowed engagement scoring vs a plain-Python loop over the same events.
+
+1,000,000 engagement events (``post_viewed`` 80 %, ``post_liked`` 15 %, ``comment_added``
+5 %) on 1,000 posts of skewed popularity, spread over 24 hours, in one JSON-lines file.
+Both sides parse and validate every line with ``blogflow.events.parse_event`` and count
+each post's views, likes and comments in every 24 h sliding window (period 1 h) it falls
+in, then score each (post, window) with ``engagement_score``:
+
+(a) a plain loop in this process that assigns each event to its 24 windows;
+(b) ``ReadFromJSONL | ParseEvents | ScorePosts`` on FnApiRunner, the scores written to a
+    JSON-lines file.
+
+The two sides alternate for ``--rounds`` rounds and each keeps its best time. Both
+results are checked equal. The last line is one JSON object: ``{"name": "feed_windows",
+"ratio": b/a, ...}``. Goal: ratio >= 0.4.
+
+    python benchmarks/feed_windows.py [--events 1000000] [--posts 1000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import resource
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import apache_beam as beam
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+from blogflow.events import parse_event
+from blogflow.io.files import ReadFromJSONL
+from blogflow.transforms.parsing import ParseEvents
+from blogflow.transforms.scoring import (
+    ENGAGEMENT_TYPES,
+    HOUR,
+    ScorePosts,
+    ScoringConfig,
+    engagement_score,
+    sliding_windows,
+)
+
+START = 1_795_219_200  # 2026-11-21T00:00:00Z
+_TEMPLATE = (
+    '{{"id":"e{n}","type":"{t}","v":1,"occurredAt":"{at}","userId":"u{u}",'
+    '"data":{{"postId":"p{p}"}}}}\n'
+)
+
+
+def make_events(path: Path, events: int, posts: int) -> None:
+    """Writes ``events`` engagement events, seeded, in roughly increasing event time."""
+    import datetime as dt
+
+    rng = random.Random(20261121)
+    weights = [1 / (rank + 1) for rank in range(posts)]  # Zipf-like popularity
+    post_ids = rng.choices(range(posts), weights=weights, k=events)
+    types = rng.choices(ENGAGEMENT_TYPES, weights=(80, 15, 5), k=events)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w") as out:
+        for n in range(events):
+            at = START + n * 24 * HOUR // events + rng.randint(-300, 300)
+            stamp = dt.datetime.fromtimestamp(at, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            out.write(_TEMPLATE.format(n=n, t=types[n], at=stamp, u=n % 5000, p=post_ids[n]))
+    tmp.rename(path)
+
+
+def plain_loop(path: Path, config: ScoringConfig) -> dict[tuple[str, int], float]:
+    """(a): parse, assign the sliding windows, count per post and window, score."""
+    kind_of = {event_type: kind for kind, event_type in enumerate(ENGAGEMENT_TYPES)}
+    counts: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0, 0])
+    size, period = config.window_size, config.window_period
+    with path.open("rb") as lines:
+        for line in lines:
+            event = parse_event(line)
+            kind = kind_of[event.type]
+            post_id = event.data.postId
+            for start, _ in sliding_windows(event.event_time, size, period):
+                counts[post_id, start][kind] += 1
+    return {key: engagement_score((v, lk, c), config) for key, (v, lk, c) in counts.items()}
+
+
+def pipeline(path: Path, out: Path, config: ScoringConfig) -> None:
+    """(b): the windowed scoring, every (post, window) score written to ``out``."""
+    with beam.Pipeline(runner=FnApiRunner()) as p:
+        events = p | "ReadFromJSONL" >> ReadFromJSONL(str(path))
+        scored = events | "ParseEvents" >> ParseEvents(accept=ENGAGEMENT_TYPES)
+        _ = (
+            (scored.events | "ScorePosts" >> ScorePosts(config))["engagement"]
+            | "Score"
+            >> beam.Map(
+                lambda e: json.dumps(
+                    [e.post_id, e.window_start, engagement_score(e.counts, config)]
+                )
+            )
+            | "Write" >> beam.io.WriteToText(str(out), num_shards=1, shard_name_template="")
+        )
+
+
+def read_scores(out: Path) -> dict[tuple[str, int], float]:
+    with out.open() as lines:
+        return {(post, start): score for post, start, score in map(json.loads, lines)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--posts", type=int, default=1_000)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of both sides; the best of each counts"
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path(__file__).parent / "data", help="event file cache"
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    config = ScoringConfig()
+
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    path = args.data_dir / f"engagement_{args.events}_{args.posts}.jsonl"
+    if not path.exists():
+        print(f"writing {args.events:,} events to {path} ...", flush=True)
+        make_events(path, args.events, args.posts)
+
+    plain_times, beam_times = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "scores.jsonl"
+        for round_no in range(1, args.rounds + 1):
+            start = time.perf_counter()
+            expected = plain_loop(path, config)
+            plain_times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            pipeline(path, out, config)
+            beam_times.append(time.perf_counter() - start)
+            print(
+                f"round {round_no}: (a) plain loop {args.events / plain_times[-1]:>9,.0f} "
+                f"events/s  (b) ScorePosts {args.events / beam_times[-1]:>9,.0f} events/s",
+                flush=True,
+            )
+        got = read_scores(out)
+    plain_s, beam_s = min(plain_times), min(beam_times)
+    for label, best in (("(a) plain loop:", plain_s), ("(b) ScorePosts:", beam_s)):
+        print(f"{label:<16}{args.events / best:>10,.0f} events/s (best {best:.2f} s)")
+    wrong = [k for k, v in expected.items() if abs(got.get(k, -1.0) - v) > 1e-9]
+    if wrong or len(got) != len(expected):
+        print(f"RESULTS DIFFER: {len(wrong)} of {len(expected)} scores, e.g. {wrong[:3]}")
+        sys.exit(1)
+    print(f"results equal: {len(got):,} (post, window) scores")
+    print(
+        json.dumps(
+            {
+                "name": "feed_windows",
+                "ratio": round(plain_s / beam_s, 3),
+                "plain_events_per_s": round(args.events / plain_s),
+                "beam_events_per_s": round(args.events / beam_s),
+                "windows_scored": len(got),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                "events": args.events,
+                "rounds": args.rounds,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
