@@ -183,9 +183,8 @@ def top_k(scored: Iterable[tuple[str, float]], k: int) -> list[tuple[str, float]
 
     Deterministic whatever the input order, so a streamed and a backfilled feed agree.
     """
-    import heapq
-
-    return heapq.nsmallest(k, scored, key=lambda item: (-item[1], item[0]))
+    best = sorted([(-score, item) for item, score in scored])[:k]
+    return [(item, -negated) for negated, item in best]
 
 
 # ---------------------------------------------------------------------------- combining
