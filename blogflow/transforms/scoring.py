@@ -409,7 +409,7 @@ class ScorePosts(beam.PTransform):
                 ).with_outputs(TOO_LATE, main="engagement")
             )
             counted, too_late = split.engagement, split[TOO_LATE]
-            windowing = trigger.AfterWatermark(
+            windowing: trigger.TriggerFn = trigger.AfterWatermark(
                 early=trigger.AfterProcessingTime(int(config.early_firing)),
                 late=trigger.AfterCount(1),
             )

@@ -137,9 +137,7 @@ def test_early_on_time_late_and_too_late_panes():
             ),
             label="FirstWindow",
         )
-        assert_that(
-            scored[TOO_LATE], equal_to([TooLate("p1", T0, (0, 0, 1))]), label="TooLate"
-        )
+        assert_that(scored[TOO_LATE], equal_to([TooLate("p1", T0, (0, 0, 1))]), label="TooLate")
 
 
 def test_too_late_data_is_never_counted_in_a_window():
