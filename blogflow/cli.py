@@ -29,7 +29,7 @@ __all__ = ["cli", "main"]
 _LOGGER = logging.getLogger(__name__)
 
 #: Pipelines ``blogflow run`` knows, by name: module path with a ``run(argv)``.
-PIPELINES = {"summing": "blogflow.pipelines.summing"}
+PIPELINES = {"summing": "blogflow.pipelines.summing", "feed": "blogflow.pipelines.feed"}
 
 _DEFAULT_ENV_FILE = Path(".blogflow/local.env")
 

@@ -12,20 +12,133 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 
-from blogflow.transforms.scoring import ScoringConfig, personal_score, top_k
+from blogflow.transforms.scoring import ScoringConfig, personal_score, post_score, top_k
 
 __all__ = [
     "BuildFeeds",
     "Candidate",
     "CandidateIndex",
+    "LatestPostFn",
+    "PostInfo",
+    "ProfileFn",
+    "TopCandidatesFn",
     "UserProfile",
     "build_feed",
     "is_active",
+    "to_candidate",
 ]
+
+#: The event types that describe posts, and those that build a user's profile.
+POST_TYPES = ("post_published", "post_updated", "post_deleted")
+FOLLOW_TYPES = ("user_followed", "tag_followed")
+
+
+class PostInfo(NamedTuple):
+    """A post's latest known state.
+
+    Attributes:
+        post_id: the post.
+        author_id, tags, published_at: from its latest ``post_published``/``post_updated``.
+        deleted: a ``post_deleted`` is its latest event.
+        version: ``(occurredAt, event id)`` of the event this state comes from.
+    """
+
+    post_id: str
+    author_id: str
+    tags: tuple[str, ...]
+    published_at: float
+    deleted: bool
+    version: tuple[float, str]
+
+
+def _post_info(event: Any) -> PostInfo:
+    version = (event.event_time, event.id)
+    data = event.data
+    if event.type == "post_deleted":
+        return PostInfo(data.postId, "", (), 0.0, True, version)
+    return PostInfo(
+        data.postId, data.authorId, data.tags, data.publishedAt.timestamp(), False, version
+    )
+
+
+class LatestPostFn(beam.CombineFn):
+    """The latest state of a post from its events, in any order: the event with the
+    greatest ``(occurredAt, id)`` wins, so a delete after a publish sticks and a replay
+    gives the same state."""
+
+    def create_accumulator(self) -> PostInfo | None:
+        return None
+
+    def add_input(self, latest: PostInfo | None, event: Any) -> PostInfo:
+        info = _post_info(event)
+        return info if latest is None or info.version > latest.version else latest
+
+    def merge_accumulators(self, accumulators: Iterable[PostInfo | None]) -> PostInfo | None:
+        latest = None
+        for info in accumulators:
+            if info is not None and (latest is None or info.version > latest.version):
+                latest = info
+        return latest
+
+    def extract_output(self, latest: PostInfo | None) -> PostInfo | None:
+        return latest
+
+
+class ProfileFn(beam.CombineFn):
+    """A user's profile from their events: followed authors and tags, last seen time.
+
+    Input: ``(userId's) events``. Output: :class:`UserProfile` without ``user_id``
+    (the caller adds the key).
+    """
+
+    def create_accumulator(self) -> tuple[set[str], set[str], float]:
+        return set(), set(), 0.0
+
+    def add_input(
+        self, acc: tuple[set[str], set[str], float], event: Any
+    ) -> tuple[set[str], set[str], float]:
+        authors, tags, last_seen = acc
+        if event.type == "user_followed":
+            authors.add(event.data.authorId)
+        elif event.type == "tag_followed":
+            tags.add(event.data.tag)
+        return authors, tags, max(last_seen, event.event_time)
+
+    def merge_accumulators(
+        self, accumulators: Iterable[tuple[set[str], set[str], float]]
+    ) -> tuple[set[str], set[str], float]:
+        authors: set[str] = set()
+        tags: set[str] = set()
+        last_seen = 0.0
+        for a, t, seen in accumulators:
+            authors |= a
+            tags |= t
+            last_seen = max(last_seen, seen)
+        return authors, tags, last_seen
+
+    def extract_output(
+        self, acc: tuple[set[str], set[str], float]
+    ) -> tuple[frozenset[str], frozenset[str], float]:
+        return frozenset(acc[0]), frozenset(acc[1]), acc[2]
+
+
+def to_candidate(
+    post_id: str,
+    counts: tuple[int, int, int] | None,
+    info: PostInfo | None,
+    at: float,
+    config: ScoringConfig,
+) -> Candidate | None:
+    """A post's candidate for feeds at time ``at``, or None: a post with no engagement,
+    one never published (unknown id) or deleted is not a candidate."""
+    if counts is None or info is None or info.deleted:
+        return None
+    score = post_score(counts, info.published_at, at, config)
+    return Candidate(post_id, score, info.author_id, info.tags) if score > 0 else None
 
 
 class Candidate(NamedTuple):
@@ -128,6 +241,37 @@ def build_feed(
         if candidate.post_id not in boosted:
             scored.append((candidate.post_id, candidate.score))
     return top_k(scored, size)
+
+
+class TopCandidatesFn(beam.CombineFn):
+    """The best ``n`` candidates (ties to the smaller post id), as a :class:`CandidateIndex`."""
+
+    def __init__(self, n: int) -> None:
+        self._n = n
+
+    def create_accumulator(self) -> list[Candidate]:
+        return []
+
+    def _prune(self, candidates: list[Candidate]) -> list[Candidate]:
+        if len(candidates) <= 2 * self._n:
+            return candidates
+        candidates.sort(key=lambda c: (-c.score, c.post_id))
+        return candidates[: self._n]
+
+    def add_input(self, candidates: list[Candidate], candidate: Candidate) -> list[Candidate]:
+        candidates.append(candidate)
+        return self._prune(candidates)
+
+    def merge_accumulators(self, accumulators: Iterable[list[Candidate]]) -> list[Candidate]:
+        merged: list[Candidate] = []
+        for candidates in accumulators:
+            merged.extend(candidates)
+            merged = self._prune(merged)
+        return merged
+
+    def extract_output(self, candidates: list[Candidate]) -> CandidateIndex:
+        candidates.sort(key=lambda c: (-c.score, c.post_id))
+        return CandidateIndex(candidates[: self._n])
 
 
 class _BuildFeedsFn(beam.DoFn):
