@@ -243,6 +243,69 @@ def deadletters_list(
         )
 
 
+@cli.group()
+def feed() -> None:
+    """Read or purge the personal feeds in Redis ('feed:{userId}')."""
+
+
+_REDIS_OPTIONS = [
+    click.option("--redis-url", default=None, help="Redis URL.  [default: $REDIS_URL]"),
+    click.option("--redis-prefix", default="", help="Prefix of the keys, as the job wrote them."),
+]
+
+
+def _redis_options(function: Any) -> Any:
+    for option in reversed(_REDIS_OPTIONS):
+        function = option(function)
+    return function
+
+
+@feed.command("show", no_args_is_help=True)
+@click.argument("user_id")
+@_redis_options
+@click.option("--json", "as_json", is_flag=True, help="Print the feed as a JSON array.")
+def feed_show(user_id: str, redis_url: str | None, redis_prefix: str, as_json: bool) -> None:
+    """Print USER_ID's feed, best post first (exit status 1 when there is none)."""
+    from blogflow.io import redis
+    from blogflow.io.feeds import feed_key, read_feed
+
+    client = redis.connect(redis_url)
+    try:
+        posts = read_feed(client, user_id, redis_prefix)
+        ttl = client.ttl(feed_key(user_id, redis_prefix))
+    finally:
+        client.close()
+    if not posts:
+        raise click.ClickException(f"no feed stored for user {user_id!r}")
+    if as_json:
+        click.echo(json.dumps([{"postId": p, "score": s} for p, s in posts]))
+        return
+    click.echo(f"feed of {user_id}: {len(posts)} posts, expires in {ttl} s")
+    for rank, (post_id, score) in enumerate(posts, 1):
+        click.echo(f"{rank:>4}. {post_id}  {score:.4f}")
+
+
+@feed.command("purge")
+@_redis_options
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def feed_purge(redis_url: str | None, redis_prefix: str, yes: bool) -> None:
+    """Delete every feed (SCAN and UNLINK in batches, never KEYS)."""
+    from blogflow.io import redis
+    from blogflow.io.feeds import purge_feeds
+
+    if not yes:
+        click.confirm(f"Delete every '{redis_prefix}feed:*' key?", abort=True)
+    client = redis.connect(redis_url)
+    deleted = 0
+    try:
+        for deleted in purge_feeds(client, redis_prefix):
+            click.echo(f"\rdeleted {deleted} feeds", nl=False, err=True)
+    finally:
+        client.close()
+    click.echo("", err=True)
+    click.echo(f"purged {deleted} feeds")
+
+
 @cli.command()
 def demo() -> None:
     """Run the summing job end to end on the local stack and print what it did."""

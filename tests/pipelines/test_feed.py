@@ -1,6 +1,7 @@
 """The feed job end to end: a JSON-lines archive in, feeds in the real local Redis out."""
 
 import datetime as dt
+import json
 
 import pytest
 
@@ -155,3 +156,26 @@ def test_bad_options_are_refused_clearly():
         feed.run(["--source", "file:///nowhere", "--as-of", "yesterday"])
     with pytest.raises(SystemExit, match="time zone"):
         feed.run(["--source", "file:///nowhere", "--as-of", "2026-11-21T12:00:00"])
+
+
+def test_feed_show_and_purge_commands(archive, mongo_db, redis_prefix):
+    from click.testing import CliRunner
+
+    from blogflow.cli import cli
+
+    run_feed(archive, mongo_db, redis_prefix)
+    client = redis_io.connect()
+    stored = read_feed(client, "u1", redis_prefix)
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["feed", "show", "u1", "--redis-prefix", redis_prefix, "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert [(p["postId"], p["score"]) for p in json.loads(shown.output)] == stored
+    text = runner.invoke(cli, ["feed", "show", "u1", "--redis-prefix", redis_prefix])
+    assert f"feed of u1: {len(stored)} posts" in text.output
+    missing = runner.invoke(cli, ["feed", "show", "nobody", "--redis-prefix", redis_prefix])
+    assert missing.exit_code == 1 and "no feed stored" in missing.output
+
+    purged = runner.invoke(cli, ["feed", "purge", "--redis-prefix", redis_prefix, "--yes"])
+    assert purged.exit_code == 0 and "purged 5 feeds" in purged.output
+    assert read_feed(client, "u1", redis_prefix) == []
+    client.close()
