@@ -143,6 +143,43 @@ def sum_command(
     click.echo(array_id)
 
 
+@cli.command(no_args_is_help=True)
+@click.argument("file", type=click.File("rb"))
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    help="Where to send the events: kinesis://STREAM, pubsub://TOPIC or sqs://QUEUE.",
+)
+@click.option("--create", is_flag=True, help="Create the stream, topic or queue if missing.")
+@click.option(
+    "--shards",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Shards of a Kinesis stream --create makes.",
+)
+def publish(file: Any, target: str, create: bool, shards: int) -> None:
+    """Send the events of a JSON-lines FILE ('-' for stdin), one per line, as they are.
+
+    Lines are not validated here: a bad one reaches the pipeline, which dead-letters it.
+    """
+    from blogflow.io import publish as publishing
+
+    try:
+        if create:
+            publishing.create_target(target, shards=shards)
+        sent = 0
+        for sent in publishing.publish(target, publishing.read_lines(file)):
+            click.echo(f"\rsent {sent}", nl=False, err=True)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--to") from None
+    except Exception as error:  # noqa: BLE001 - any client error, said plainly
+        raise click.ClickException(f"publishing to {target} failed: {error}") from None
+    click.echo("", err=True)
+    click.echo(f"published {sent} events to {target}")
+
+
 _MONGO_OPTIONS = [
     click.option(
         "--mongo-uri", default=None, help="MongoDB URI.  [default: $MONGODB_URI or localhost]"

@@ -24,14 +24,14 @@ class SourceOptions(PipelineOptions):
         group.add_argument(
             "--source",
             default=None,
-            help="required: where events come from: sqs://QUEUE (name or URL) or "
-            "file://GLOB of JSON-lines archives",
+            help="required: where events come from: sqs://QUEUE (name or URL), "
+            "kinesis://STREAM or file://GLOB of JSON-lines archives",
         )
         group.add_argument(
             "--drain",
             action="store_true",
-            help="bounded run: stop once the queue has been empty for --idle-timeout seconds "
-            "(files are always bounded)",
+            help="bounded run: stop once the queue (each stream shard) has been empty for "
+            "--idle-timeout seconds (files are always bounded)",
         )
         group.add_argument(
             "--idle-timeout",

@@ -5,11 +5,12 @@ from __future__ import annotations
 import apache_beam as beam
 
 from blogflow.io.files import ReadFromJSONL
+from blogflow.io.kinesis import ReadFromKinesis
 from blogflow.io.sqs import ReadFromSQS
 
 __all__ = ["SCHEMES", "ReadSource", "parse_source"]
 
-SCHEMES = ("sqs", "file")
+SCHEMES = ("sqs", "kinesis", "file")
 
 
 def parse_source(uri: str) -> tuple[str, str]:
@@ -22,14 +23,18 @@ def parse_source(uri: str) -> tuple[str, str]:
 
 
 class ReadSource(beam.PTransform):
-    """Reads :class:`~blogflow.events.SourceRecord` from an ``sqs://`` or ``file://`` URI.
+    """Reads :class:`~blogflow.events.SourceRecord` from an ``sqs://``, ``kinesis://`` or
+    ``file://`` URI.
 
     Args:
-        uri: ``sqs://QUEUE`` (name or URL) or ``file://GLOB`` of JSON-lines files.
-        drain: for queues, stop after ``idle_timeout`` seconds without a message.
+        uri: ``sqs://QUEUE`` (name or URL), ``kinesis://STREAM`` (a stream name, read from
+            its oldest record) or ``file://GLOB`` of JSON-lines files.
+        drain: for queues and streams, stop after ``idle_timeout`` seconds without a
+            message (for a stream: each shard stops after that long without a record).
         idle_timeout: see ``drain``.
-        max_records: stop after this many messages (queues).
-        max_read_time: stop reading after this many seconds (queues).
+        max_records: stop after this many messages (queues, streams: split evenly over
+            the stream's shards).
+        max_read_time: stop reading after this many seconds (queues, streams).
     """
 
     def __init__(
@@ -51,6 +56,13 @@ class ReadSource(beam.PTransform):
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         if self._scheme == "file":
             return pbegin | "ReadFromJSONL" >> ReadFromJSONL(self._target)
+        if self._scheme == "kinesis":
+            return pbegin | "ReadFromKinesis" >> ReadFromKinesis(
+                self._target,
+                max_records=self._max_records,
+                max_read_time=self._max_read_time,
+                idle_timeout=self._idle_timeout if self._drain else None,
+            )
         return pbegin | "ReadFromSQS" >> ReadFromSQS(
             self._target,
             max_records=self._max_records,

@@ -179,3 +179,48 @@ def test_feed_show_and_purge_commands(archive, mongo_db, redis_prefix):
     assert purged.exit_code == 0 and "purged 5 feeds" in purged.output
     assert read_feed(client, "u1", redis_prefix) == []
     client.close()
+
+
+def test_published_to_kinesis_gives_the_same_feeds_as_the_archive(
+    archive, mongo_db, redis_prefix, unique_name
+):
+    from click.testing import CliRunner
+
+    from blogflow.cli import cli
+
+    run_feed(archive, mongo_db, redis_prefix)
+    client = redis_io.connect()
+    users = ("u1", "u2", "alice", "bob", "carol")
+    from_archive = {u: read_feed(client, u, redis_prefix) for u in users}
+    assert all(from_archive.values())
+    purged = CliRunner().invoke(cli, ["feed", "purge", "--redis-prefix", redis_prefix, "--yes"])
+    assert purged.exit_code == 0, purged.output
+
+    stream = f"feed-{unique_name}"
+    published = CliRunner().invoke(
+        cli, ["publish", str(archive), "--to", f"kinesis://{stream}", "--create", "--shards", "2"]
+    )
+    assert published.exit_code == 0, published.output
+    assert f"published {len(archive.read_bytes().splitlines())} events" in published.output
+    try:
+        feed.run(
+            [
+                "--source",
+                f"kinesis://{stream}",
+                "--drain",
+                "--idle-timeout",
+                "2",
+                "--as-of",
+                AS_OF.isoformat(),
+                "--mongo-db",
+                mongo_db.name,
+                "--redis-prefix",
+                redis_prefix,
+            ]
+        )
+        assert {u: read_feed(client, u, redis_prefix) for u in users} == from_archive
+    finally:
+        import boto3
+
+        boto3.client("kinesis").delete_stream(StreamName=stream, EnforceConsumerDeletion=True)
+        client.close()
