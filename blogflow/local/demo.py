@@ -1,18 +1,23 @@
-"""``blogflow demo``: the summing job end to end on the local stack, narrated.
+"""``blogflow demo``: the summing and feed jobs end to end on the local stack, narrated.
 
 Starts the local stack (or reuses the running one), sends two arrays to an SQS queue as
 packets, adds a redelivered packet and two bad messages, drains the queue with the summing
 pipeline on FnApiRunner, and prints the sums stored in MongoDB and Redis and the dead
-letters. It leaves the stack running so the results can be explored; ``blogflow local
-down`` stops it.
+letters. Then it puts a day of a small site's events (posts, follows, views, likes,
+comments, one redelivered) on a two-shard Kinesis stream, drains it with the feed job
+and prints a sample user's feed from Redis. It leaves the stack running so the results
+can be explored; ``blogflow local down`` stops it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import random
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from blogflow.local.stack import DEFAULT_STATE_DIR, LocalStack
 
@@ -78,8 +83,91 @@ def run_demo(
             echo(f"dead letter ({letter['stage']}): {letter['error']}")
     client.close()
     cache.close()
+    right = _feed_demo(echo) and right
     echo(
-        "The stack is still running: try `blogflow result ARRAY_ID` or "
-        "`blogflow deadletters list`; stop it with `blogflow local down`."
+        "The stack is still running: try `blogflow result ARRAY_ID`, "
+        f"`blogflow feed show {DEMO_READER}` or `blogflow deadletters list`; "
+        "stop it with `blogflow local down`."
     )
     return right
+
+
+DEMO_READER = "demo-reader"
+DEMO_AS_OF = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.timezone.utc)
+_DEMO_POSTS = (
+    ("post-beam-windows", "ada", ["beam", "streaming"]),
+    ("post-redis-feeds", "grace", ["redis"]),
+    ("post-sqs-exactly-once", "ada", ["aws"]),
+    ("post-python-typing", "linus", ["python"]),
+    ("post-kinesis-shards", "grace", ["aws", "streaming"]),
+    ("post-mongo-upserts", "linus", ["mongodb"]),
+)
+
+
+def demo_events() -> list[Any]:
+    """A day of a small site, seeded: posts, follows and engagement before the as-of time."""
+    from blogflow.events import make_event
+
+    rng = random.Random(2026)
+    hours_ago = lambda h: DEMO_AS_OF - dt.timedelta(hours=h)  # noqa: E731
+    events = []
+    for n, (post_id, author, tags) in enumerate(_DEMO_POSTS):
+        published = hours_ago(30 - 4 * n)
+        data = {
+            "postId": post_id,
+            "authorId": author,
+            "publicationId": f"pub-{author}",
+            "title": post_id.replace("-", " ").title(),
+            "slug": post_id,
+            "tags": tags,
+            "publishedAt": published.isoformat(),
+        }
+        events.append(make_event("post_published", data, user_id=author, occurred_at=published))
+    events.append(
+        make_event(
+            "user_followed", {"authorId": "ada"}, user_id=DEMO_READER, occurred_at=hours_ago(9)
+        )
+    )
+    events.append(
+        make_event("tag_followed", {"tag": "redis"}, user_id=DEMO_READER, occurred_at=hours_ago(8))
+    )
+    kinds = ("post_viewed",) * 8 + ("post_liked",) * 3 + ("comment_added",)
+    popularity = (5, 9, 2, 6, 4, 1)
+    for _ in range(400):
+        (post_id, _, _) = rng.choices(_DEMO_POSTS, weights=popularity)[0]
+        user = rng.choice([DEMO_READER] + [f"reader-{i}" for i in range(12)])
+        at = hours_ago(rng.uniform(0.1, 20))
+        events.append(
+            make_event(rng.choice(kinds), {"postId": post_id}, user_id=user, occurred_at=at)
+        )
+    events.append(events[-1])  # redelivered: counted once
+    return events
+
+
+def _feed_demo(echo: Callable[[str], None]) -> bool:
+    from blogflow.io import kinesis, redis
+    from blogflow.io.feeds import read_feed
+    from blogflow.pipelines import feed
+
+    stream = f"blogflow-demo-{uuid.uuid4().hex[:8]}"
+    events = demo_events()
+    kinesis.create_stream(stream, shard_count=2)
+    put = kinesis.put_records(stream, [event.to_json() for event in events])
+    echo(f"put {put} events on Kinesis stream {stream} (2 shards; 1 redelivered)")
+    args = [
+        f"--source=kinesis://{stream}",
+        "--drain",
+        "--idle-timeout=2",
+        f"--as-of={DEMO_AS_OF.isoformat()}",
+    ]
+    echo("running: blogflow run feed " + " ".join(args))
+    feed.run(args)
+    cache = redis.connect()
+    try:
+        posts = read_feed(cache, DEMO_READER, "")
+    finally:
+        cache.close()
+    echo(f"feed of {DEMO_READER} (follows ada and #redis), as of {DEMO_AS_OF:%Y-%m-%d %H:%M} UTC:")
+    for rank, (post_id, score) in enumerate(posts, 1):
+        echo(f"  {rank}. {post_id}  {score:.3f}")
+    return len(posts) == len(_DEMO_POSTS)
