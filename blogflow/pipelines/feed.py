@@ -31,15 +31,16 @@ import datetime as dt
 import logging
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.coders.coders import IntervalWindowCoder
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 from apache_beam.transforms.deduplicate import DeduplicatePerKey
-from apache_beam.transforms.window import GlobalWindows
+from apache_beam.transforms.window import IntervalWindow, NonMergingWindowFn
 
 from blogflow.events import Rejection
 from blogflow.io.deadletter import WriteDeadLetters
@@ -190,13 +191,55 @@ class _CandidatesFn(beam.DoFn):
             yield candidate
 
 
+class _AsOfWindows(NonMergingWindowFn):
+    """Puts every element in one window, ``[epoch, close)``: what a run as of a time sees."""
+
+    def __init__(self, close: int) -> None:
+        self._window = IntervalWindow(0, close)
+
+    def assign(self, context: Any) -> list[IntervalWindow]:
+        return [self._window]
+
+    def get_window_coder(self) -> IntervalWindowCoder:
+        return IntervalWindowCoder()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _AsOfWindows) and other._window == self._window
+
+    def __hash__(self) -> int:
+        return hash(self._window)
+
+
+class _LatestPaneFn(beam.CombineFn):
+    """Of a post's accumulating panes, the counts of the latest (the most complete)."""
+
+    def create_accumulator(self) -> tuple[int, Any]:
+        return (-1, None)
+
+    def add_input(self, latest: tuple[int, Any], pane: tuple[int, Any]) -> tuple[int, Any]:
+        return max(latest, pane, key=lambda p: p[0])
+
+    def merge_accumulators(self, accumulators: Iterable[tuple[int, Any]]) -> tuple[int, Any]:
+        return max(accumulators, key=lambda p: p[0])
+
+    def extract_output(self, latest: tuple[int, Any]) -> Any:
+        return latest[1]
+
+
 class ComputeFeeds(beam.PTransform):
     """Typed events in, ``(userId, [(postId, score), ...])`` feeds as of ``as_of`` out.
 
-    Input: events stamped with their event time (``ParseEvents``), globally windowed.
-    Output: a dict: ``["feeds"]`` the feeds of the active users, ``["dead"]``
-    :class:`~blogflow.events.Rejection` for events too far after ``as_of``, and
-    ``["too_late"]`` engagement after the allowed lateness (streaming only).
+    Input: events stamped with their event time (``ParseEvents``), globally windowed,
+    from a bounded or an unbounded source. Output: a dict: ``["feeds"]`` the feeds of the
+    active users, ``["dead"]`` :class:`~blogflow.events.Rejection` for events too far
+    after ``as_of``, and ``["too_late"]`` engagement after the allowed lateness.
+
+    Everything but the engagement windows lives in one event-time window that closes
+    when the engagement window holding ``as_of`` can get no more late data (its end +
+    the allowed lateness + one period). So a streaming run writes the feeds once, when the
+    watermark passes that point, from the same data a batch run over the same events
+    sees: the two give the same feeds. Non-engagement events later than that are left
+    to a later run.
     """
 
     def __init__(self, config: ScoringConfig, as_of: float, *, max_skew: float = 300.0) -> None:
@@ -209,6 +252,7 @@ class ComputeFeeds(beam.PTransform):
         config, as_of = self._config, self._as_of
         window_end = bucket_start(as_of, config.window_period) + config.window_period
         window_start = window_end - config.window_size
+        close = window_end + config.allowed_lateness + config.window_period
         split = (
             events
             | "KeyById" >> beam.Map(lambda e: (e.id, e)).with_output_types(tuple[str, Any])
@@ -231,11 +275,13 @@ class ComputeFeeds(beam.PTransform):
         counts = (
             scored["engagement"]
             | "CurrentWindow" >> beam.Filter(lambda e: e.window_end == window_end)
-            | "PostCounts" >> beam.Map(lambda e: (e.post_id, e.counts))
-            | "Reglobal" >> beam.WindowInto(GlobalWindows())
+            | "PaneCounts" >> beam.Map(lambda e: (e.post_id, (e.pane_index, e.counts)))
+            | "AsOfCounts" >> beam.WindowInto(_AsOfWindows(close))
+            | "LatestPane" >> beam.CombinePerKey(_LatestPaneFn())
         )
+        as_of_events = current | "AsOfWindow" >> beam.WindowInto(_AsOfWindows(close))
         posts = (
-            current
+            as_of_events
             | "PostEvents" >> beam.Filter(lambda e: e.type in POST_TYPES)
             | "KeyByPost" >> beam.Map(lambda e: (e.data.postId, e))
             | "LatestPost" >> beam.CombinePerKey(LatestPostFn())
@@ -244,10 +290,11 @@ class ComputeFeeds(beam.PTransform):
             {"counts": counts, "post": posts}
             | "JoinPosts" >> beam.CoGroupByKey()
             | "Candidates" >> beam.ParDo(_CandidatesFn(as_of, config))
-            | "TopCandidates" >> beam.CombineGlobally(TopCandidatesFn(config.candidates))
+            | "TopCandidates"
+            >> beam.CombineGlobally(TopCandidatesFn(config.candidates)).without_defaults()
         )
         feeds = (
-            current
+            as_of_events
             | "WithUser" >> beam.Filter(lambda e: e.userId is not None)
             | "KeyByUser" >> beam.Map(lambda e: (e.userId, e))
             | "Profiles" >> beam.CombinePerKey(ProfileFn())

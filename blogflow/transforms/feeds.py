@@ -290,9 +290,10 @@ class BuildFeeds(beam.PTransform):
     """Ranks the candidate posts for every user profile.
 
     Input: :class:`UserProfile` of the users to build feeds for. Side input
-    ``candidates``: a singleton PCollection of one :class:`CandidateIndex`, broadcast
-    once to every worker. Output: ``(userId, [(postId, score), ...])``, best first, at
-    most ``config.feed_size`` posts; a user with no candidate gets no feed.
+    ``candidates``: a PCollection of one :class:`CandidateIndex` per window (none means
+    no candidates), broadcast once to every worker. Output: ``(userId, [(postId, score),
+    ...])``, best first, at most ``config.feed_size`` posts; a user with no candidate gets
+    no feed.
     """
 
     def __init__(self, candidates: beam.PCollection, config: ScoringConfig) -> None:
@@ -302,5 +303,6 @@ class BuildFeeds(beam.PTransform):
 
     def expand(self, profiles: beam.PCollection) -> beam.PCollection:
         return profiles | "RankCandidates" >> beam.ParDo(
-            _BuildFeedsFn(self._config), beam.pvalue.AsSingleton(self._candidates)
+            _BuildFeedsFn(self._config),
+            beam.pvalue.AsSingleton(self._candidates, default_value=CandidateIndex(())),
         )
