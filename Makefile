@@ -44,6 +44,8 @@ test: system-deps lint
 
 bench: system-deps
 	$(BIN)/python benchmarks/summing.py
+	$(BIN)/python benchmarks/feed_windows.py
+	$(BIN)/python benchmarks/feed_materialize.py
 
 down:
 	-$(BIN)/blogflow local down
