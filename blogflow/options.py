@@ -25,7 +25,9 @@ class SourceOptions(PipelineOptions):
             "--source",
             default=None,
             help="required: where events come from: sqs://QUEUE (name or URL), "
-            "kinesis://STREAM or file://GLOB of JSON-lines archives",
+            "kinesis://STREAM, pubsub://SUBSCRIPTION (a streaming job, on "
+            "BundleBasedDirectRunner unless --runner says otherwise) or file://GLOB of "
+            "JSON-lines archives",
         )
         group.add_argument(
             "--drain",
@@ -133,5 +135,11 @@ def parse_pipeline_args(
         if value is not None and value <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
     options = PipelineOptions(list(argv))
-    options.view_as(StandardOptions).runner = resolve_runner(known.runner)
+    standard = options.view_as(StandardOptions)
+    if (getattr(known, "source", None) or "").startswith("pubsub://"):
+        # Pub/Sub is read by streaming jobs, which FnApiRunner does not run.
+        standard.streaming = True
+        standard.runner = resolve_runner(known.runner or "direct")
+    else:
+        standard.runner = resolve_runner(known.runner)
     return options

@@ -6,11 +6,14 @@ import apache_beam as beam
 
 from blogflow.io.files import ReadFromJSONL
 from blogflow.io.kinesis import ReadFromKinesis
+from blogflow.io.pubsub import ReadPubSubEvents
 from blogflow.io.sqs import ReadFromSQS
 
-__all__ = ["SCHEMES", "ReadSource", "parse_source"]
+__all__ = ["SCHEMES", "STREAMING_SCHEMES", "ReadSource", "parse_source"]
 
-SCHEMES = ("sqs", "kinesis", "file")
+SCHEMES = ("sqs", "kinesis", "pubsub", "file")
+#: Sources that are only read by streaming pipelines.
+STREAMING_SCHEMES = ("pubsub",)
 
 
 def parse_source(uri: str) -> tuple[str, str]:
@@ -23,12 +26,14 @@ def parse_source(uri: str) -> tuple[str, str]:
 
 
 class ReadSource(beam.PTransform):
-    """Reads :class:`~blogflow.events.SourceRecord` from an ``sqs://``, ``kinesis://`` or
-    ``file://`` URI.
+    """Reads :class:`~blogflow.events.SourceRecord` from an ``sqs://``, ``kinesis://``,
+    ``pubsub://`` or ``file://`` URI.
 
     Args:
         uri: ``sqs://QUEUE`` (name or URL), ``kinesis://STREAM`` (a stream name, read from
-            its oldest record) or ``file://GLOB`` of JSON-lines files.
+            its oldest record), ``pubsub://SUBSCRIPTION`` (a name or
+            ``projects/P/subscriptions/S``; streaming only, events stamped with their
+            ``occurredAt`` attribute) or ``file://GLOB`` of JSON-lines files.
         drain: for queues and streams, stop after ``idle_timeout`` seconds without a
             message (for a stream: each shard stops after that long without a record).
         idle_timeout: see ``drain``.
@@ -56,6 +61,13 @@ class ReadSource(beam.PTransform):
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         if self._scheme == "file":
             return pbegin | "ReadFromJSONL" >> ReadFromJSONL(self._target)
+        if self._scheme == "pubsub":
+            if self._drain or self._max_records or self._max_read_time:
+                raise ValueError(
+                    "a pubsub:// source is read by a streaming job: --drain, --max-records "
+                    "and --max-read-time do not apply"
+                )
+            return pbegin | "ReadPubSubEvents" >> ReadPubSubEvents(self._target)
         if self._scheme == "kinesis":
             return pbegin | "ReadFromKinesis" >> ReadFromKinesis(
                 self._target,

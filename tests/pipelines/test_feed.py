@@ -224,3 +224,21 @@ def test_published_to_kinesis_gives_the_same_feeds_as_the_archive(
 
         boto3.client("kinesis").delete_stream(StreamName=stream, EnforceConsumerDeletion=True)
         client.close()
+
+
+def test_a_pubsub_source_makes_a_streaming_job_on_the_direct_runner():
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    from blogflow.options import SourceOptions, StoreOptions, parse_pipeline_args
+
+    options = parse_pipeline_args(
+        ["--source", "pubsub://events"], [SourceOptions, StoreOptions], prog="t", description=""
+    )
+    standard = options.view_as(StandardOptions)
+    assert standard.streaming and standard.runner == "BundleBasedDirectRunner"
+    batch = parse_pipeline_args(
+        ["--source", "file:///x"], [SourceOptions, StoreOptions], prog="t", description=""
+    )
+    assert not batch.view_as(StandardOptions).streaming
+    with pytest.raises(SystemExit, match="streaming job"):
+        feed.run(["--source", "pubsub://events", "--drain"])
