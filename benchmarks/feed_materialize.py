@@ -32,8 +32,14 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from blogflow.io.feeds import WriteFeeds, read_feed
 from blogflow.local import LocalStack
-from blogflow.transforms.feeds import BuildFeeds, Candidate, CandidateIndex, UserProfile
-from blogflow.transforms.scoring import ScoringConfig, personal_score, top_k
+from blogflow.transforms.feeds import (
+    BuildFeeds,
+    Candidate,
+    CandidateIndex,
+    UserProfile,
+    rank_every_candidate,
+)
+from blogflow.transforms.scoring import ScoringConfig
 
 AUTHORS = 1_000
 TAGS = [f"tag{i}" for i in range(50)]
@@ -115,21 +121,7 @@ def main() -> None:
         wrong = []
         for n in sample:
             profile = by_id[f"u{n}"]
-            expected = top_k(
-                (
-                    (
-                        c.post_id,
-                        personal_score(
-                            c.score,
-                            author_followed=c.author_id in profile.authors,
-                            tags_followed=len(profile.tags.intersection(c.tags)),
-                            config=config,
-                        ),
-                    )
-                    for c in candidates
-                ),
-                config.feed_size,
-            )
+            expected = rank_every_candidate(profile, candidates, config)
             got = read_feed(client, profile.user_id, PREFIX)
             if [p for p, _ in got] != [p for p, _ in expected] or any(
                 abs(a - b) > 1e-9 for (_, a), (_, b) in zip(got, expected, strict=True)

@@ -26,11 +26,11 @@ import random
 import resource
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 
 import apache_beam as beam
+from _rounds import best_of_rounds
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from blogflow.events import parse_event
@@ -126,25 +126,17 @@ def main() -> None:
         print(f"writing {args.events:,} events to {path} ...", flush=True)
         make_events(path, args.events, args.posts)
 
-    plain_times, beam_times = [], []
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "scores.jsonl"
-        for round_no in range(1, args.rounds + 1):
-            start = time.perf_counter()
-            expected = plain_loop(path, config)
-            plain_times.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            pipeline(path, out, config)
-            beam_times.append(time.perf_counter() - start)
-            print(
-                f"round {round_no}: (a) plain loop {args.events / plain_times[-1]:>9,.0f} "
-                f"events/s  (b) ScorePosts {args.events / beam_times[-1]:>9,.0f} events/s",
-                flush=True,
-            )
+        (plain_s, beam_s), (expected, _) = best_of_rounds(
+            args.rounds,
+            args.events,
+            [
+                ("(a) plain loop", lambda: plain_loop(path, config)),
+                ("(b) ScorePosts", lambda: pipeline(path, out, config)),
+            ],
+        )
         got = read_scores(out)
-    plain_s, beam_s = min(plain_times), min(beam_times)
-    for label, best in (("(a) plain loop:", plain_s), ("(b) ScorePosts:", beam_s)):
-        print(f"{label:<16}{args.events / best:>10,.0f} events/s (best {best:.2f} s)")
     wrong = [k for k, v in expected.items() if abs(got.get(k, -1.0) - v) > 1e-9]
     if wrong or len(got) != len(expected):
         print(f"RESULTS DIFFER: {len(wrong)} of {len(expected)} scores, e.g. {wrong[:3]}")

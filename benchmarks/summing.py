@@ -25,10 +25,10 @@ import random
 import resource
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import apache_beam as beam
+from _rounds import best_of_rounds
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from blogflow.events import parse_event
@@ -116,25 +116,18 @@ def main() -> None:
         client, db = mongo.connect(None, "bench_summing")
         client.drop_database("bench_summing")
 
-        # The two sides alternate, and each keeps its best round: on a shared 2-core VM a
-        # single round of either side varies by +-10%.
-        plain_times, beam_times = [], []
-        for round_no in range(1, args.rounds + 1):
+        def plain() -> dict[str, int]:
             client.drop_database("bench_summing")
-            start = time.perf_counter()
-            expected = plain_loop(path)
-            plain_times.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            pipeline(path, "bench_summing")
-            beam_times.append(time.perf_counter() - start)
-            print(
-                f"round {round_no}: (a) plain loop {args.events / plain_times[-1]:>9,.0f} events/s"
-                f"  (b) summing pipeline {args.events / beam_times[-1]:>9,.0f} events/s",
-                flush=True,
-            )
-        plain_s, beam_s = min(plain_times), min(beam_times)
-        for label, best in (("(a) plain loop:      ", plain_s), ("(b) summing pipeline:", beam_s)):
-            print(f"{label}{args.events / best:>10,.0f} events/s (best {best:.2f} s)")
+            return plain_loop(path)
+
+        (plain_s, beam_s), (expected, _) = best_of_rounds(
+            args.rounds,
+            args.events,
+            [
+                ("(a) plain loop", plain),
+                ("(b) summing pipeline", lambda: pipeline(path, "bench_summing")),
+            ],
+        )
 
         stored = {doc["_id"]: doc for doc in db.sums.find({}, {"seen": False})}
         wrong = [a for a, total in expected.items() if stored.get(a, {}).get("sum") != total]

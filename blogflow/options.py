@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.runner import PipelineResult
 
 from blogflow.runners.profiles import PROFILES, resolve_runner
 
-__all__ = ["SourceOptions", "StoreOptions", "parse_pipeline_args"]
+__all__ = ["SourceOptions", "StoreOptions", "parse_pipeline_args", "run_pipeline"]
 
 #: How long a drain waits for more messages before it stops, by default.
 DEFAULT_IDLE_TIMEOUT = 5.0
@@ -143,3 +145,27 @@ def parse_pipeline_args(
     else:
         standard.runner = resolve_runner(known.runner)
     return options
+
+
+def run_pipeline(
+    argv: Sequence[str],
+    option_classes: Sequence[type[PipelineOptions]],
+    build: Callable[[beam.Pipeline, PipelineOptions], None],
+    *,
+    prog: str,
+    description: str,
+) -> PipelineResult:
+    """Parses ``argv``, builds the job with ``build`` and runs it until it finishes.
+
+    A bad option value that ``build`` finds (a ValueError, an unparsable time) exits with
+    ``prog: reason`` instead of a traceback.
+    """
+    options = parse_pipeline_args(argv, option_classes, prog=prog, description=description)
+    try:
+        pipeline = beam.Pipeline(options=options)
+        build(pipeline, options)
+    except (ValueError, argparse.ArgumentTypeError) as error:
+        raise SystemExit(f"{prog}: {error}") from None
+    result = pipeline.run()
+    result.wait_until_finish()
+    return result

@@ -13,11 +13,9 @@ TARGETS = ("sqs", "kinesis", "pubsub")
 
 
 def _parse(uri: str) -> tuple[str, str]:
-    scheme, sep, rest = uri.partition("://")
-    if not sep or scheme not in TARGETS or not rest:
-        accepted = ", ".join(f"{s}://..." for s in TARGETS)
-        raise ValueError(f"unsupported target {uri!r}: expected one of {accepted}")
-    return scheme, rest
+    from blogflow.io.sources import parse_source
+
+    return parse_source(uri, TARGETS, "target")
 
 
 def create_target(uri: str, *, shards: int = 1) -> None:

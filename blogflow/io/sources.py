@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import apache_beam as beam
 
 from blogflow.io.files import ReadFromJSONL
@@ -16,12 +18,14 @@ SCHEMES = ("sqs", "kinesis", "pubsub", "file")
 STREAMING_SCHEMES = ("pubsub",)
 
 
-def parse_source(uri: str) -> tuple[str, str]:
-    """Splits ``scheme://rest``; raises ValueError naming the accepted schemes."""
+def parse_source(
+    uri: str, schemes: Sequence[str] = SCHEMES, what: str = "source"
+) -> tuple[str, str]:
+    """Splits ``scheme://rest``; raises ValueError naming the accepted ``schemes``."""
     scheme, sep, rest = uri.partition("://")
-    if not sep or scheme not in SCHEMES or not rest:
-        accepted = ", ".join(f"{s}://..." for s in SCHEMES)
-        raise ValueError(f"unsupported source {uri!r}: expected one of {accepted}")
+    if not sep or scheme not in schemes or not rest:
+        accepted = ", ".join(f"{s}://..." for s in schemes)
+        raise ValueError(f"unsupported {what} {uri!r}: expected one of {accepted}")
     return scheme, rest
 
 

@@ -46,7 +46,7 @@ from blogflow.events import Rejection
 from blogflow.io.deadletter import WriteDeadLetters
 from blogflow.io.feeds import WriteFeeds
 from blogflow.io.sources import ReadSource
-from blogflow.options import SourceOptions, StoreOptions, parse_pipeline_args
+from blogflow.options import SourceOptions, StoreOptions, run_pipeline
 from blogflow.transforms.feeds import (
     FOLLOW_TYPES,
     POST_TYPES,
@@ -333,22 +333,16 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
 
 
 def run(argv: Sequence[str] | None = None) -> PipelineResult:
-    """Runs the feed job until its source is exhausted (files, ``--drain``)."""
-    options = parse_pipeline_args(
+    """Runs the feed job until its source is exhausted (files, ``--drain``) or, reading
+    Pub/Sub, until it is stopped."""
+    return run_pipeline(
         sys.argv[1:] if argv is None else argv,
         [SourceOptions, StoreOptions, FeedOptions],
+        build,
         prog="blogflow run feed",
         description="Score post engagement in event-time windows and write every active "
         "user's top-K feed to Redis 'feed:{userId}'. Bad events go to MongoDB 'deadletters'.",
     )
-    try:
-        pipeline = beam.Pipeline(options=options)
-        build(pipeline, options)
-    except (ValueError, argparse.ArgumentTypeError) as error:
-        raise SystemExit(f"blogflow run feed: {error}") from None
-    result = pipeline.run()
-    result.wait_until_finish()
-    return result
 
 
 if __name__ == "__main__":

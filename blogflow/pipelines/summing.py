@@ -25,7 +25,7 @@ from apache_beam.runners.runner import PipelineResult
 from blogflow.io.deadletter import WriteDeadLetters
 from blogflow.io.sources import ReadSource
 from blogflow.io.sums import WriteSums
-from blogflow.options import SourceOptions, StoreOptions, parse_pipeline_args
+from blogflow.options import SourceOptions, StoreOptions, run_pipeline
 from blogflow.transforms.parsing import REJECTED, ParseEvents
 from blogflow.transforms.summing import SumPackets
 
@@ -102,21 +102,14 @@ def build(pipeline: beam.Pipeline, options: beam.options.pipeline_options.Pipeli
 
 def run(argv: Sequence[str] | None = None) -> PipelineResult:
     """Runs the summing job until its source is exhausted (files, ``--drain``) or forever."""
-    options = parse_pipeline_args(
+    return run_pipeline(
         sys.argv[1:] if argv is None else argv,
         [SourceOptions, StoreOptions],
+        build,
         prog="blogflow run summing",
         description="Sum arrays from sum_packet events, exactly once, into MongoDB 'sums' "
         "and Redis 'sum:{arrayId}'. Bad messages go to MongoDB 'deadletters'.",
     )
-    try:
-        pipeline = beam.Pipeline(options=options)
-        build(pipeline, options)
-    except ValueError as error:
-        raise SystemExit(f"blogflow run summing: {error}") from None
-    result = pipeline.run()
-    result.wait_until_finish()
-    return result
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ __all__ = [
     "UserProfile",
     "build_feed",
     "is_active",
+    "rank_every_candidate",
+    "score_for",
     "to_candidate",
 ]
 
@@ -199,12 +201,32 @@ class CandidateIndex:
         return len(self.ranked)
 
 
+def score_for(profile: UserProfile, candidate: Candidate, config: ScoringConfig) -> float:
+    """A candidate's score for one user: :func:`personal_score` with the user's follows."""
+    return personal_score(
+        candidate.score,
+        author_followed=candidate.author_id in profile.authors,
+        tags_followed=len(profile.tags.intersection(candidate.tags)),
+        config=config,
+    )
+
+
+def rank_every_candidate(
+    profile: UserProfile, candidates: Iterable[Candidate], config: ScoringConfig
+) -> list[tuple[str, float]]:
+    """The feed by definition: every candidate scored for the user, the top K kept.
+
+    :func:`build_feed` gives the same, faster; this is what tests and benchmarks check it by.
+    """
+    return top_k(((c.post_id, score_for(profile, c, config)) for c in candidates), config.feed_size)
+
+
 def build_feed(
     profile: UserProfile, index: CandidateIndex, config: ScoringConfig
 ) -> list[tuple[str, float]]:
     """The user's top ``config.feed_size`` posts, best first: ``[(postId, score), ...]``.
 
-    The same as ranking every candidate by :func:`personal_score`, ties to the smaller id.
+    The same as :func:`rank_every_candidate` (ties to the smaller post id).
     """
     size = config.feed_size
     ranked = index.ranked
@@ -222,18 +244,7 @@ def build_feed(
                 if candidate.score * most < floor:
                     break
                 boosted[candidate.post_id] = candidate
-    scored = [
-        (
-            c.post_id,
-            personal_score(
-                c.score,
-                author_followed=c.author_id in profile.authors,
-                tags_followed=len(profile.tags.intersection(c.tags)),
-                config=config,
-            ),
-        )
-        for c in boosted.values()
-    ]
+    scored = [(c.post_id, score_for(profile, c, config)) for c in boosted.values()]
     # Every other post keeps its base score: the best of them are the first in the ranking.
     for candidate in ranked:
         if len(scored) >= size + len(boosted):

@@ -14,8 +14,9 @@ from blogflow.transforms.feeds import (
     UserProfile,
     build_feed,
     is_active,
+    rank_every_candidate,
 )
-from blogflow.transforms.scoring import ScoringConfig, personal_score, top_k
+from blogflow.transforms.scoring import ScoringConfig
 
 CONFIG = ScoringConfig(feed_size=3, author_boost=1.0, tag_boost=0.5)
 CANDIDATES = [
@@ -25,25 +26,6 @@ CANDIDATES = [
     Candidate("p4", 4.0, "bob", ("redis",)),
     Candidate("p5", 2.0, "dave", ("beam",)),
 ]
-
-
-def brute_force(profile, candidates, config):
-    """Every candidate scored for the user, then the top K."""
-    return top_k(
-        (
-            (
-                c.post_id,
-                personal_score(
-                    c.score,
-                    author_followed=c.author_id in profile.authors,
-                    tags_followed=len(profile.tags.intersection(c.tags)),
-                    config=config,
-                ),
-            )
-            for c in candidates
-        ),
-        config.feed_size,
-    )
 
 
 def test_a_user_without_follows_gets_the_global_ranking():
@@ -56,7 +38,7 @@ def test_followed_authors_and_tags_lift_their_posts():
     feed = build_feed(profile, CandidateIndex(CANDIDATES), CONFIG)
     # p2: 8 x (1 + 1 + 0.5) = 20; p4: 4 x 2 = 8; p5: 2 x 1.5 = 3
     assert feed == [("p2", 20.0), ("p1", 10.0), ("p4", 8.0)]
-    assert feed == brute_force(profile, CANDIDATES, CONFIG)
+    assert feed == rank_every_candidate(profile, CANDIDATES, CONFIG)
 
 
 def test_activity_window():
@@ -93,7 +75,9 @@ def test_build_feed_equals_ranking_every_candidate(candidates, authors, tags, si
         Candidate(pid, score, author, ptags) for pid, (score, author, ptags) in candidates.items()
     ]
     profile = UserProfile("u", authors=authors, tags=tags)
-    assert build_feed(profile, CandidateIndex(posts), config) == brute_force(profile, posts, config)
+    assert build_feed(profile, CandidateIndex(posts), config) == rank_every_candidate(
+        profile, posts, config
+    )
 
 
 def test_build_feeds_broadcasts_the_candidates():
