@@ -15,7 +15,14 @@ shard to a residual that starts *after* the last claimed record (an
 ``AFTER_SEQUENCE_NUMBER`` iterator), so a resumed read neither loses nor repeats records.
 The DoFn checkpoints itself (``defer_remainder``) after ``max_bundle_records`` records or
 ``max_bundle_seconds``, so bundles stay small and downstream effects are committed bundle
-by bundle.
+by bundle. The schedule, the watermark estimator and the clients' lifecycle are shared
+with the SQS source (:mod:`blogflow.io._polling`).
+
+The watermark of a shard never moves backwards: after a batch it advances to the batch's
+oldest ``ApproximateArrivalTimestamp`` (a shard delivers records in arrival order, so later
+records arrived later); while the shard is caught up (no records and
+``MillisBehindLatest`` 0), to the wall clock minus a few seconds (Kinesis stamps arrival
+times on its own clock, which may differ from this worker's).
 
 **Delivery guarantee: at-least-once**, exactly once per successful run. Kinesis keeps
 records until its retention period ends; where a read resumes after a failure depends on
@@ -38,22 +45,31 @@ import datetime as dt
 import hashlib
 import logging
 import math
-import random
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import apache_beam as beam
-from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker, WatermarkEstimator
+from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
+from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.display import DisplayDataItem
 from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
+from apache_beam.utils.timestamp import Timestamp
 
 from blogflow.events import SourceRecord
 from blogflow.io import aws
+from blogflow.io._polling import (
+    AWSClientFn,
+    Bounds,
+    MonotonicWatermarkProvider,
+    backoff,
+    batches,
+    check_positive,
+    has_bound,
+    next_step,
+)
 
 __all__ = [
     "START_POSITIONS",
@@ -93,9 +109,6 @@ _BACKOFF_SECONDS = 0.1
 _MAX_BACKOFF_SECONDS = 5.0
 #: Shortest time between two GetRecords calls on one shard: Kinesis allows 5 per second.
 _MIN_GET_RECORDS_INTERVAL = 0.2
-#: How far behind the wall clock the watermark stays while a shard is caught up: Kinesis
-#: stamps ApproximateArrivalTimestamp on its own clock, which may differ from this worker's.
-_IDLE_WATERMARK_LAG = Duration(seconds=5)
 #: Longest wait of :func:`create_stream` for a stream to become ACTIVE, in seconds.
 _CREATE_TIMEOUT_SECONDS = 120.0
 
@@ -155,10 +168,8 @@ def _missing(client: Any, stream: str, what: str = "") -> StreamNotFoundError:
 
 
 def _backoff(attempt: int) -> float:
-    """Seconds to sleep before retry ``attempt`` (1-based): exponential, capped, jittered."""
-    return min(_MAX_BACKOFF_SECONDS, _BACKOFF_SECONDS * 2 ** (attempt - 1)) * random.uniform(
-        0.5, 1.0
-    )
+    """Seconds to sleep before retry ``attempt`` (1-based) of a throttled Kinesis call."""
+    return backoff(attempt, base=_BACKOFF_SECONDS, cap=_MAX_BACKOFF_SECONDS)
 
 
 def _call(
@@ -470,96 +481,18 @@ class _ShardRestrictionProvider(RestrictionProvider):
         return None
 
 
-class _ArrivalTimeWatermarkEstimator(WatermarkEstimator):
-    """A watermark from ``ApproximateArrivalTimestamp`` s that never moves backwards.
-
-    After a batch the watermark advances to the batch's oldest arrival time (a shard
-    delivers records in arrival order, so later records arrived later); while the shard is
-    caught up (no records and ``MillisBehindLatest`` 0) it advances to the wall clock minus
-    a small lag for clock skew.
-    """
-
-    def __init__(self, state: Timestamp | None) -> None:
-        self._watermark = MIN_TIMESTAMP if state is None else state
-
-    def observe_timestamp(self, timestamp: Timestamp) -> None:
-        pass
-
-    def current_watermark(self) -> Timestamp:
-        return self._watermark
-
-    def get_estimator_state(self) -> Timestamp:
-        return self._watermark
-
-    def advance(self, timestamp: Timestamp) -> None:
-        """Move the watermark to ``timestamp`` unless it is already further."""
-        if timestamp > self._watermark:
-            self._watermark = timestamp
-
-
-class _ArrivalTimeWatermarkProvider(WatermarkEstimatorProvider):
-    def initial_estimator_state(self, element: _ShardSpec, restriction: _ShardRestriction) -> None:
-        return None
-
-    def create_watermark_estimator(self, estimator_state: Timestamp | None) -> WatermarkEstimator:
-        return _ArrivalTimeWatermarkEstimator(estimator_state)
-
-
 # ------------------------------------------------------------------ the reading schedule
 
 
-class _Step(NamedTuple):
-    """What a reader does next: ``"stop"``, ``"checkpoint"`` or ``"poll"``.
-
-    A poll asks for at most ``limit`` records and may sleep at most ``budget`` seconds.
-    """
-
-    action: str
-    reason: str = ""
-    limit: int = 0
-    budget: float = 0.0
-
-
-def _next_step(
-    restriction: _ShardRestriction,
-    spec: _ReadSpec,
-    *,
-    emitted: int,
-    idle_seconds: float,
-    bundle_records: int,
-    bundle_seconds: float,
-    now: float,
-) -> _Step:
-    """Decide whether a shard reader stops, checkpoints or polls, and for how many records.
-
-    Args:
-        restriction: the reader's restriction (its bounds).
-        spec: the read's settings.
-        emitted: records of this shard emitted by the whole read so far.
-        idle_seconds: seconds read without a record since the last one.
-        bundle_records: records emitted in the current bundle.
-        bundle_seconds: seconds the current bundle has been reading.
-        now: the wall-clock time, epoch seconds.
-    """
-    if restriction.max_records is not None and emitted >= restriction.max_records:
-        return _Step("stop", f"max_records={restriction.max_records} reached for the shard")
-    if restriction.deadline is not None and now >= restriction.deadline:
-        return _Step("stop", f"max_read_time={spec.max_read_time}s reached")
-    if restriction.idle_timeout is not None and idle_seconds >= restriction.idle_timeout:
-        return _Step("stop", f"no records for {idle_seconds:.1f}s")
-    if bundle_records >= spec.max_bundle_records:
-        return _Step("checkpoint", f"max_bundle_records={spec.max_bundle_records} reached")
-    if bundle_seconds >= spec.max_bundle_seconds:
-        return _Step("checkpoint", f"max_bundle_seconds={spec.max_bundle_seconds} reached")
-    limit = min(MAX_GET_RECORDS, spec.max_bundle_records - bundle_records)
-    if restriction.max_records is not None:
-        limit = min(limit, restriction.max_records - emitted)
-    budgets = [spec.max_bundle_seconds - bundle_seconds]
-    if restriction.deadline is not None:
-        budgets.append(restriction.deadline - now)
-    if restriction.idle_timeout is not None:
-        budgets.append(restriction.idle_timeout - idle_seconds)
-    return _Step("poll", limit=limit, budget=max(0.0, min(budgets)))
+def _bounds(restriction: _ShardRestriction) -> Bounds:
+    """The bounds of a shard reader, for :func:`~blogflow.io._polling.next_step`."""
+    return Bounds(
+        restriction.max_records,
+        restriction.deadline,
+        restriction.idle_timeout,
+        MAX_GET_RECORDS,
+        "shard",
+    )
 
 
 # ------------------------------------------------------------------------------ the DoFns
@@ -569,23 +502,14 @@ _THROTTLED = Metrics.counter(_METRICS_NAMESPACE, "throttled")
 _CHECKPOINTS = Metrics.counter(_METRICS_NAMESPACE, "checkpoints")
 
 
-class _ListShardsFn(beam.DoFn):
+class _ListShardsFn(AWSClientFn):
     """Lists the shards of a stream at run time: one :class:`_ShardSpec` per shard to read.
 
     ``max_records`` is split evenly over the shards read (the first ``max_records % n``
     get one more); a shard whose share is 0 is not read.
     """
 
-    def __init__(self) -> None:
-        self._client: Any = None
-
-    def setup(self) -> None:
-        self._client = aws.make_client("kinesis")
-
-    def teardown(self) -> None:
-        if self._client is not None:
-            aws.close_client(self._client)
-            self._client = None
+    service = "kinesis"
 
     def process(self, spec: _ReadSpec) -> Iterator[_ShardSpec]:
         now = time.time()
@@ -608,19 +532,10 @@ class _ListShardsFn(beam.DoFn):
             yield _ShardSpec(spec, str(shard["ShardId"]), share, deadline, at_timestamp)
 
 
-class _ReadShardFn(beam.DoFn):
+class _ReadShardFn(AWSClientFn):
     """Reads one shard per :class:`_ShardSpec` element, as a splittable DoFn (bounded)."""
 
-    def __init__(self) -> None:
-        self._client: Any = None
-
-    def setup(self) -> None:
-        self._client = aws.make_client("kinesis")
-
-    def teardown(self) -> None:
-        if self._client is not None:
-            aws.close_client(self._client)
-            self._client = None
+    service = "kinesis"
 
     def _shard_iterator(
         self, shard: _ShardSpec, restriction: _ShardRestriction, last_claimed: str | None
@@ -650,7 +565,7 @@ class _ReadShardFn(beam.DoFn):
         self,
         shard: _ShardSpec,
         tracker=beam.DoFn.RestrictionParam(_ShardRestrictionProvider()),
-        watermark=beam.DoFn.WatermarkEstimatorParam(_ArrivalTimeWatermarkProvider()),
+        watermark=beam.DoFn.WatermarkEstimatorParam(MonotonicWatermarkProvider()),
     ) -> Iterator[TimestampedValue]:
         """Read the shard until a bound stops the read, the shard ends or the bundle is full.
 
@@ -660,6 +575,7 @@ class _ReadShardFn(beam.DoFn):
         """
         spec = shard.read
         restriction: _ShardRestriction = tracker.current_restriction()
+        bounds = _bounds(restriction)
         emitted = restriction.emitted
         idle = restriction.idle_seconds
         started = time.monotonic()
@@ -669,9 +585,9 @@ class _ReadShardFn(beam.DoFn):
         throttled = expired = 0
         last_call = -math.inf
         while True:
-            step = _next_step(
-                restriction,
+            step = next_step(
                 spec,
+                bounds,
                 emitted=emitted,
                 idle_seconds=idle,
                 bundle_records=in_bundle,
@@ -757,7 +673,7 @@ class _ReadShardFn(beam.DoFn):
             else:
                 caught_up = int(response.get("MillisBehindLatest", 0) or 0) == 0
                 if iterator is not None and caught_up:
-                    watermark.advance(Timestamp.now() - _IDLE_WATERMARK_LAG)
+                    watermark.advance_idle()
                     time.sleep(min(spec.poll_interval, step.budget))
                 idle += time.monotonic() - poll_started
             if iterator is None:
@@ -779,23 +695,12 @@ class _ReadShardForeverFn(_ReadShardFn):
         self,
         shard: _ShardSpec,
         tracker=beam.DoFn.RestrictionParam(_ShardRestrictionProvider()),
-        watermark=beam.DoFn.WatermarkEstimatorParam(_ArrivalTimeWatermarkProvider()),
+        watermark=beam.DoFn.WatermarkEstimatorParam(MonotonicWatermarkProvider()),
     ) -> Iterator[TimestampedValue]:
         yield from super().process(shard, tracker, watermark)
 
 
 # ------------------------------------------------------------------------ the transform
-
-
-def _check_positive(name: str, value: float | None, *, integer: bool = False) -> None:
-    if value is None:
-        return
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        kind = "an integer" if integer else "a number"
-        raise ValueError(f"{name} must be {kind}, got {value!r}")
-    if not value > 0 or math.isinf(value):
-        raise ValueError(f"{name} must be positive and finite, got {value!r}")
 
 
 def _check_stream(stream: object) -> str:
@@ -887,12 +792,12 @@ class ReadFromKinesis(beam.PTransform):
         """
         super().__init__()
         name = _check_stream(stream)
-        _check_positive("max_records", max_records, integer=True)
-        _check_positive("max_read_time", max_read_time)
-        _check_positive("idle_timeout", idle_timeout)
-        _check_positive("max_bundle_records", max_bundle_records, integer=True)
-        _check_positive("max_bundle_seconds", max_bundle_seconds)
-        _check_positive("poll_interval", poll_interval)
+        check_positive("max_records", max_records, integer=True)
+        check_positive("max_read_time", max_read_time)
+        check_positive("idle_timeout", idle_timeout)
+        check_positive("max_bundle_records", max_bundle_records, integer=True)
+        check_positive("max_bundle_seconds", max_bundle_seconds)
+        check_positive("poll_interval", poll_interval)
         position, timestamp = _start(start_position)
         self._spec = _ReadSpec(
             stream=name,
@@ -909,10 +814,7 @@ class ReadFromKinesis(beam.PTransform):
     @property
     def bounded(self) -> bool:
         """Whether the read ends by itself (one of its bounds is set)."""
-        s = self._spec
-        return (
-            s.max_records is not None or s.max_read_time is not None or s.idle_timeout is not None
-        )
+        return has_bound(self._spec)
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[SourceRecord]:
         read_fn = _ReadShardFn() if self.bounded else _ReadShardForeverFn()
@@ -1003,17 +905,8 @@ def _entry_size(entry: dict[str, Any]) -> int:
 
 def _put_batches(entries: Iterable[dict]) -> Iterator[list[dict]]:
     """Group entries into ``PutRecords`` calls of <= 500 records and <= 5 MiB."""
-    batch: list[dict] = []
-    batch_bytes = 0
-    for entry in entries:
-        size = _entry_size(entry)
-        if batch and (len(batch) == MAX_PUT_RECORDS or batch_bytes + size > MAX_PUT_BYTES):
-            yield batch
-            batch, batch_bytes = [], 0
-        batch.append(entry)
-        batch_bytes += size
-    if batch:
-        yield batch
+    sized = ((entry, _entry_size(entry)) for entry in entries)
+    return batches(sized, max_items=MAX_PUT_RECORDS, max_bytes=MAX_PUT_BYTES)
 
 
 def _put_batch(client: Any, stream: str, batch: Sequence[dict]) -> None:
@@ -1124,8 +1017,8 @@ def create_stream(
             did not become ACTIVE within ``timeout`` seconds.
     """
     name = _check_stream(stream)
-    _check_positive("shard_count", shard_count, integer=True)
-    _check_positive("timeout", timeout)
+    check_positive("shard_count", shard_count, integer=True)
+    check_positive("timeout", timeout)
     client = aws.make_client("kinesis")
     try:
         try:

@@ -13,7 +13,15 @@ after ``max_bundle_records`` messages or ``max_bundle_seconds``, so every bundle
 its deletes happen well within the queue's visibility timeout and downstream effects are
 committed bundle by bundle. The restriction of a read is a :class:`_QueueRestriction`: how
 many messages earlier parts emitted and which bound (``max_records``, ``max_read_time``,
-``idle_timeout``) ends it. A read with no bound runs forever (streaming).
+``idle_timeout``) ends it. A read with no bound runs forever (streaming). The schedule,
+the watermark estimator and the client's lifecycle are shared with the Kinesis source
+(:mod:`blogflow.io._polling`).
+
+The watermark never moves backwards: after a batch it advances to the batch's oldest
+``SentTimestamp``; while the queue is idle, to the wall clock minus a few seconds (SQS
+stamps ``SentTimestamp`` on its own clock, which may be a little behind this worker's).
+SQS standard queues order messages on a best-effort basis only, so an older message can
+still arrive later: it is late data, which downstream windows handle with allowed lateness.
 
 Metrics (namespace ``blogflow.io.sqs``): ``messages_received``, ``messages_redelivered``
 (``ApproximateReceiveCount`` > 1), ``checkpoints``, ``messages_deleted`` and
@@ -29,21 +37,30 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import apache_beam as beam
-from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker, WatermarkEstimator
+from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
+from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.display import DisplayDataItem
 from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
+from apache_beam.utils.timestamp import Timestamp
 
 from blogflow.events import SourceRecord
 from blogflow.io import aws
+from blogflow.io._polling import (
+    AWSClientFn,
+    Bounds,
+    MonotonicWatermarkProvider,
+    backoff,
+    batches,
+    check_positive,
+    has_bound,
+    next_step,
+)
 
 __all__ = ["ReadFromSQS", "SendMessagesError", "create_queue", "send_messages"]
 
@@ -61,9 +78,6 @@ _SEND_ATTEMPTS = 5
 _DELETE_ATTEMPTS = 3
 _BACKOFF_SECONDS = 0.1
 _MAX_BACKOFF_SECONDS = 2.0
-#: How far behind the wall clock the watermark stays while the queue is idle: SQS stamps
-#: SentTimestamp on its own clock, which may be a little behind this worker's.
-_IDLE_WATERMARK_LAG = Duration(seconds=5)
 
 
 class SendMessagesError(RuntimeError):
@@ -220,94 +234,23 @@ class _QueueRestrictionProvider(RestrictionProvider):
         return None
 
 
-class _SentTimeWatermarkEstimator(WatermarkEstimator):
-    """A watermark from SQS ``SentTimestamp`` s that never moves backwards.
-
-    After a batch the watermark advances to the batch's oldest ``SentTimestamp``; while the
-    queue is idle it advances to the wall clock minus a small lag. SQS standard queues order
-    messages on a best-effort basis only, so an older message can still arrive later: it is
-    late data, which downstream windows handle with allowed lateness.
-    """
-
-    def __init__(self, state: Timestamp | None) -> None:
-        self._watermark = MIN_TIMESTAMP if state is None else state
-
-    def observe_timestamp(self, timestamp: Timestamp) -> None:
-        pass
-
-    def current_watermark(self) -> Timestamp:
-        return self._watermark
-
-    def get_estimator_state(self) -> Timestamp:
-        return self._watermark
-
-    def advance(self, timestamp: Timestamp) -> None:
-        """Move the watermark to ``timestamp`` unless it is already further."""
-        if timestamp > self._watermark:
-            self._watermark = timestamp
-
-
-class _SentTimeWatermarkProvider(WatermarkEstimatorProvider):
-    def initial_estimator_state(self, element: _ReadSpec, restriction: _QueueRestriction) -> None:
-        return None
-
-    def create_watermark_estimator(self, estimator_state: Timestamp | None) -> WatermarkEstimator:
-        return _SentTimeWatermarkEstimator(estimator_state)
-
-
 # ------------------------------------------------------------------ the reading schedule
 
 
-class _Step(NamedTuple):
-    """What a reader does next: ``"stop"``, ``"checkpoint"`` or ``"poll"``."""
-
-    action: str
-    reason: str = ""
-    max_messages: int = 0
-    wait_seconds: int = 0
+def _bounds(restriction: _QueueRestriction) -> Bounds:
+    """The bounds of a queue reader, for :func:`~blogflow.io._polling.next_step`."""
+    return Bounds(
+        restriction.stop, restriction.deadline, restriction.idle_timeout, MAX_BATCH_ENTRIES, "queue"
+    )
 
 
-def _next_step(
-    restriction: _QueueRestriction,
-    spec: _ReadSpec,
-    *,
-    received: int,
-    idle_seconds: float,
-    bundle_records: int,
-    bundle_seconds: float,
-    now: float,
-) -> _Step:
-    """Decide whether a reader stops, checkpoints or polls, and how long it long-polls.
+def _wait_seconds(budget: float, spec: _ReadSpec) -> int:
+    """The long poll of a ``ReceiveMessage`` with ``budget`` seconds left.
 
-    Args:
-        restriction: the reader's restriction (its bounds).
-        spec: the read's settings.
-        received: messages emitted by the whole read so far.
-        idle_seconds: seconds polled without a message since the last one.
-        bundle_records: messages emitted in the current bundle.
-        bundle_seconds: seconds the current bundle has been reading.
-        now: the wall-clock time, epoch seconds.
+    ``ReceiveMessage`` waits whole seconds: ``budget`` rounded up, from 1 to
+    ``spec.wait_time_seconds``.
     """
-    if restriction.stop is not None and received >= restriction.stop:
-        return _Step("stop", f"max_records={restriction.stop} reached")
-    if restriction.deadline is not None and now >= restriction.deadline:
-        return _Step("stop", f"max_read_time={spec.max_read_time}s reached")
-    if restriction.idle_timeout is not None and idle_seconds >= restriction.idle_timeout:
-        return _Step("stop", f"queue idle for {idle_seconds:.1f}s")
-    if bundle_records >= spec.max_bundle_records:
-        return _Step("checkpoint", f"max_bundle_records={spec.max_bundle_records} reached")
-    if bundle_seconds >= spec.max_bundle_seconds:
-        return _Step("checkpoint", f"max_bundle_seconds={spec.max_bundle_seconds} reached")
-    max_messages = min(MAX_BATCH_ENTRIES, spec.max_bundle_records - bundle_records)
-    if restriction.stop is not None:
-        max_messages = min(max_messages, restriction.stop - received)
-    budgets = [spec.max_bundle_seconds - bundle_seconds]
-    if restriction.deadline is not None:
-        budgets.append(restriction.deadline - now)
-    if restriction.idle_timeout is not None:
-        budgets.append(restriction.idle_timeout - idle_seconds)
-    wait = min(spec.wait_time_seconds, math.ceil(min(budgets)))
-    return _Step("poll", max_messages=max_messages, wait_seconds=max(1, wait))
+    return max(1, min(spec.wait_time_seconds, math.ceil(budget)))
 
 
 # ------------------------------------------------------------------------------ the DoFn
@@ -332,28 +275,23 @@ def _sent_timestamp(message: dict[str, Any]) -> Timestamp:
 
 
 def _backoff(attempt: int) -> float:
-    """Seconds to sleep before retry ``attempt`` (1-based): exponential, capped, jittered."""
-    return min(_MAX_BACKOFF_SECONDS, _BACKOFF_SECONDS * 2 ** (attempt - 1)) * random.uniform(
-        0.5, 1.0
-    )
+    """Seconds to sleep before retry ``attempt`` (1-based) of an SQS batch call."""
+    return backoff(attempt, base=_BACKOFF_SECONDS, cap=_MAX_BACKOFF_SECONDS)
 
 
-class _ReadQueueFn(beam.DoFn):
+class _ReadQueueFn(AWSClientFn):
     """Reads one queue per :class:`_ReadSpec` element, as a splittable DoFn (bounded)."""
 
+    service = "sqs"
+
     def __init__(self) -> None:
-        self._client: Any = None
+        super().__init__()
         self._urls: dict[str, str] = {}
         self._unreported = _DeleteCounts()
 
     def setup(self) -> None:
-        self._client = aws.make_client("sqs")
+        super().setup()
         self._urls = {}
-
-    def teardown(self) -> None:
-        if self._client is not None:
-            aws.close_client(self._client)
-            self._client = None
 
     def _queue_url(self, spec: _ReadSpec) -> str:
         url = self._urls.get(spec.queue)
@@ -387,7 +325,7 @@ class _ReadQueueFn(beam.DoFn):
         spec: _ReadSpec,
         finalizer=beam.DoFn.BundleFinalizerParam,
         tracker=beam.DoFn.RestrictionParam(_QueueRestrictionProvider()),
-        watermark=beam.DoFn.WatermarkEstimatorParam(_SentTimeWatermarkProvider()),
+        watermark=beam.DoFn.WatermarkEstimatorParam(MonotonicWatermarkProvider()),
     ) -> Iterator[TimestampedValue]:
         """Long-poll the queue until a bound stops the read or the bundle is full.
 
@@ -398,16 +336,17 @@ class _ReadQueueFn(beam.DoFn):
         self._report_deletes()
         url = self._queue_url(spec)
         restriction: _QueueRestriction = tracker.current_restriction()
+        bounds = _bounds(restriction)
         received = restriction.start
         idle = restriction.idle_seconds
         started = time.monotonic()
         in_bundle = 0
         handles: list[str] = []
         while True:
-            step = _next_step(
-                restriction,
+            step = next_step(
                 spec,
-                received=received,
+                bounds,
+                emitted=received,
                 idle_seconds=idle,
                 bundle_records=in_bundle,
                 bundle_seconds=time.monotonic() - started,
@@ -426,10 +365,10 @@ class _ReadQueueFn(beam.DoFn):
                     _CHECKPOINTS.inc()
                 return
             poll_started = time.monotonic()
-            messages = self._receive(url, step.max_messages, step.wait_seconds)
+            messages = self._receive(url, step.limit, _wait_seconds(step.budget, spec))
             if not messages:
                 idle += time.monotonic() - poll_started
-                watermark.advance(Timestamp.now() - _IDLE_WATERMARK_LAG)
+                watermark.advance_idle()
                 continue
             if not tracker.try_claim(_QueuePosition(received + len(messages))):
                 # The runner checkpointed this read during the poll: the batch is not ours.
@@ -548,23 +487,12 @@ class _ReadQueueForeverFn(_ReadQueueFn):
         spec: _ReadSpec,
         finalizer=beam.DoFn.BundleFinalizerParam,
         tracker=beam.DoFn.RestrictionParam(_QueueRestrictionProvider()),
-        watermark=beam.DoFn.WatermarkEstimatorParam(_SentTimeWatermarkProvider()),
+        watermark=beam.DoFn.WatermarkEstimatorParam(MonotonicWatermarkProvider()),
     ) -> Iterator[TimestampedValue]:
         yield from super().process(spec, finalizer, tracker, watermark)
 
 
 # ------------------------------------------------------------------------ the transform
-
-
-def _check_positive(name: str, value: float | None, *, integer: bool = False) -> None:
-    if value is None:
-        return
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        kind = "an integer" if integer else "a number"
-        raise ValueError(f"{name} must be {kind}, got {value!r}")
-    if not value > 0 or math.isinf(value):
-        raise ValueError(f"{name} must be positive and finite, got {value!r}")
 
 
 class ReadFromSQS(beam.PTransform):
@@ -622,11 +550,11 @@ class ReadFromSQS(beam.PTransform):
         super().__init__()
         if not isinstance(queue, str) or not queue.strip():
             raise ValueError(f"queue must be a non-empty SQS queue name or URL, got {queue!r}")
-        _check_positive("max_records", max_records, integer=True)
-        _check_positive("max_read_time", max_read_time)
-        _check_positive("idle_timeout", idle_timeout)
-        _check_positive("max_bundle_records", max_bundle_records, integer=True)
-        _check_positive("max_bundle_seconds", max_bundle_seconds)
+        check_positive("max_records", max_records, integer=True)
+        check_positive("max_read_time", max_read_time)
+        check_positive("idle_timeout", idle_timeout)
+        check_positive("max_bundle_records", max_bundle_records, integer=True)
+        check_positive("max_bundle_seconds", max_bundle_seconds)
         if (
             isinstance(wait_time_seconds, bool)
             or not isinstance(wait_time_seconds, int)
@@ -649,10 +577,7 @@ class ReadFromSQS(beam.PTransform):
     @property
     def bounded(self) -> bool:
         """Whether the read ends by itself (one of its bounds is set)."""
-        s = self._spec
-        return (
-            s.max_records is not None or s.max_read_time is not None or s.idle_timeout is not None
-        )
+        return has_bound(self._spec)
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[SourceRecord]:
         read_fn = _ReadQueueFn() if self.bounded else _ReadQueueForeverFn()
@@ -691,8 +616,11 @@ class ReadFromSQS(beam.PTransform):
 
 def _batches(bodies: Iterable[bytes | str]) -> Iterator[list[str]]:
     """Group message bodies into SendMessageBatch calls of <= 10 entries and <= 256 KiB."""
-    batch: list[str] = []
-    batch_bytes = 0
+    return batches(_sized_bodies(bodies), max_items=MAX_BATCH_ENTRIES, max_bytes=MAX_BATCH_BYTES)
+
+
+def _sized_bodies(bodies: Iterable[bytes | str]) -> Iterator[tuple[str, int]]:
+    """Each message body as text, with its size in bytes, validated one by one."""
     for index, body in enumerate(bodies):
         if isinstance(body, bytes):
             try:
@@ -711,13 +639,7 @@ def _batches(bodies: Iterable[bytes | str]) -> Iterator[list[str]]:
             raise ValueError(
                 f"message #{index} is {size} bytes, over SQS's limit of {MAX_BATCH_BYTES} bytes"
             )
-        if batch and (len(batch) == MAX_BATCH_ENTRIES or batch_bytes + size > MAX_BATCH_BYTES):
-            yield batch
-            batch, batch_bytes = [], 0
-        batch.append(text)
-        batch_bytes += size
-    if batch:
-        yield batch
+        yield text, size
 
 
 def _send_batch(client: Any, url: str, batch: Sequence[str]) -> None:

@@ -27,13 +27,13 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 from botocore.exceptions import ClientError
 
 from blogflow.io import aws, kinesis
+from blogflow.io._polling import MonotonicWatermarkEstimator, next_step
 from blogflow.io.kinesis import (
     PutRecordsError,
     ReadFromKinesis,
     StreamNotFoundError,
-    _ArrivalTimeWatermarkEstimator,
+    _bounds,
     _ListShardsFn,
-    _next_step,
     _ReadShardFn,
     _ReadSpec,
     _ShardPosition,
@@ -447,7 +447,7 @@ def read_with(client: Any, restriction: _ShardRestriction = _ShardRestriction())
     fn = _ReadShardFn()
     fn._client = client
     tracker = _ShardTracker(restriction)
-    watermark = _ArrivalTimeWatermarkEstimator(None)
+    watermark = MonotonicWatermarkEstimator(None)
     values = list(fn.process(SHARD, tracker=tracker, watermark=watermark))
     return values, tracker, watermark
 
@@ -716,22 +716,26 @@ def test_tracker_stops_at_max_records_and_on_a_last_claim():
 
 
 def test_next_step_stops_at_each_bound_first():
+    # next_step and the watermark estimator are shared with the SQS source.
     now = 1000.0
     common = {"idle_seconds": 0.0, "bundle_records": 0, "bundle_seconds": 0.0, "now": now}
-    assert _next_step(_ShardRestriction(max_records=3), SPEC, emitted=3, **common).action == "stop"
-    assert _next_step(_ShardRestriction(deadline=now), SPEC, emitted=0, **common).action == "stop"
-    idle = {**common, "idle_seconds": 2.0}
-    assert _next_step(_ShardRestriction(idle_timeout=2), SPEC, emitted=0, **idle).action == "stop"
-    full = {**common, "bundle_records": 100}
-    assert _next_step(_ShardRestriction(), SPEC, emitted=0, **full).action == "checkpoint"
-    late = {**common, "bundle_seconds": 5.0}
-    assert _next_step(_ShardRestriction(), SPEC, emitted=0, **late).action == "checkpoint"
+
+    def action(restriction: _ShardRestriction, emitted: int = 0, **progress: Any) -> str:
+        return next_step(
+            SPEC, _bounds(restriction), emitted=emitted, **{**common, **progress}
+        ).action
+
+    assert action(_ShardRestriction(max_records=3), emitted=3) == "stop"
+    assert action(_ShardRestriction(deadline=now)) == "stop"
+    assert action(_ShardRestriction(idle_timeout=2), idle_seconds=2.0) == "stop"
+    assert action(_ShardRestriction(), bundle_records=100) == "checkpoint"
+    assert action(_ShardRestriction(), bundle_seconds=5.0) == "checkpoint"
 
 
 def test_next_step_asks_for_no_more_than_allowed():
-    step = _next_step(
-        _ShardRestriction(max_records=13, idle_timeout=10),
+    step = next_step(
         SPEC,
+        _bounds(_ShardRestriction(max_records=13, idle_timeout=10)),
         emitted=10,
         idle_seconds=8.5,
         bundle_records=0,
@@ -742,9 +746,9 @@ def test_next_step_asks_for_no_more_than_allowed():
 
 
 def test_watermark_never_moves_backwards():
-    estimator = _ArrivalTimeWatermarkEstimator(None)
+    estimator = MonotonicWatermarkEstimator(None)
     assert estimator.current_watermark() == MIN_TIMESTAMP
     estimator.advance(Timestamp(100))
     estimator.advance(Timestamp(50))
     assert estimator.current_watermark() == Timestamp(100)
-    assert _ArrivalTimeWatermarkEstimator(Timestamp(7)).get_estimator_state() == Timestamp(7)
+    assert MonotonicWatermarkEstimator(Timestamp(7)).get_estimator_state() == Timestamp(7)

@@ -18,18 +18,17 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.runner import PipelineResult
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.display import DisplayData
-from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 
 from blogflow.io import aws, sqs
 from blogflow.io.sqs import (
     ReadFromSQS,
     SendMessagesError,
-    _next_step,
+    _bounds,
     _QueuePosition,
     _QueueRestriction,
     _QueueTracker,
     _ReadSpec,
-    _SentTimeWatermarkEstimator,
+    _wait_seconds,
     send_messages,
 )
 
@@ -363,31 +362,16 @@ def test_output_is_unbounded_only_without_a_bound():
 SPEC = _ReadSpec("q", None, None, None, 20, 100, 5.0)
 
 
-def test_next_step_stops_at_each_bound_first():
-    now = 1000.0
-    common = {"idle_seconds": 0.0, "bundle_records": 0, "bundle_seconds": 0.0, "now": now}
-    assert _next_step(_QueueRestriction(stop=3), SPEC, received=3, **common).action == "stop"
-    assert _next_step(_QueueRestriction(deadline=now), SPEC, received=0, **common).action == "stop"
-    idle = {**common, "idle_seconds": 2.0}
-    assert _next_step(_QueueRestriction(idle_timeout=2), SPEC, received=0, **idle).action == "stop"
-    full = {**common, "bundle_records": 100}
-    assert _next_step(_QueueRestriction(), SPEC, received=0, **full).action == "checkpoint"
-    late = {**common, "bundle_seconds": 5.0}
-    assert _next_step(_QueueRestriction(), SPEC, received=0, **late).action == "checkpoint"
+def test_bounds_of_a_queue_reader_come_from_its_restriction():
+    # The schedule itself (blogflow.io._polling.next_step) is tested in test_kinesis.py.
+    restriction = _QueueRestriction(start=4, stop=13, deadline=99.0, idle_timeout=10)
+    assert _bounds(restriction) == (13, 99.0, 10, sqs.MAX_BATCH_ENTRIES, "queue")
 
 
-def test_next_step_polls_no_more_than_allowed():
-    step = _next_step(
-        _QueueRestriction(stop=13, idle_timeout=10, idle_seconds=0),
-        SPEC,
-        received=10,
-        idle_seconds=8.5,
-        bundle_records=0,
-        bundle_seconds=1.0,
-        now=0.0,
-    )
-    # 3 messages left of max_records; 1.5 s of idle budget left -> a 2 s long poll.
-    assert step == ("poll", "", 3, 2)
+def test_a_poll_waits_whole_seconds_within_wait_time_seconds():
+    assert _wait_seconds(1.5, SPEC) == 2  # rounded up: a bound is never cut short
+    assert _wait_seconds(0.0, SPEC) == 1
+    assert _wait_seconds(60.0, SPEC) == SPEC.wait_time_seconds
 
 
 def test_tracker_checkpoint_hands_counters_to_the_residual():
@@ -421,12 +405,3 @@ def test_tracker_refuses_claims_beyond_max_records_and_backwards():
         tracker.try_claim(_QueuePosition(4))
     with pytest.raises(ValueError):
         _QueueTracker(_QueueRestriction(stop=5)).try_claim(_QueuePosition(6))
-
-
-def test_watermark_never_moves_backwards():
-    estimator = _SentTimeWatermarkEstimator(None)
-    assert estimator.current_watermark() == MIN_TIMESTAMP
-    estimator.advance(Timestamp(100))
-    estimator.advance(Timestamp(50))
-    assert estimator.current_watermark() == Timestamp(100)
-    assert _SentTimeWatermarkEstimator(Timestamp(7)).get_estimator_state() == Timestamp(7)
