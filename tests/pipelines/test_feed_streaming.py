@@ -49,10 +49,10 @@ def deliveries(seed):
 
 def stream_of(on_time, late):
     stream = TestStream().advance_watermark_to(0)
-    for n, payload in enumerate(on_time):
-        stream = stream.add_elements([SourceRecord(payload, f"m{n}")])
-        if n % 25 == 24:
-            stream = stream.advance_processing_time(61)  # early panes
+    for n in range(0, len(on_time), 25):  # in bundles of 25, early panes between them
+        batch = on_time[n : n + 25]
+        stream = stream.add_elements([SourceRecord(p, f"m{n + i}") for i, p in enumerate(batch)])
+        stream = stream.advance_processing_time(61)
     stream = stream.advance_watermark_to(WINDOW_END + HOUR / 2)  # past the window's end
     stream = stream.add_elements([SourceRecord(p, f"late{n}") for n, p in enumerate(late)])
     return stream.advance_watermark_to_infinity()
