@@ -20,8 +20,10 @@ Data later than the allowed lateness is not silently dropped by the window machi
 ``engagement_too_late``), decided by a stateful step that learns how far the watermark
 has gone from event-time timers. Beam's own allowed lateness is set one period wider
 than the configured one, so an element the step let through just before it learned of
-the watermark is still counted rather than dropped. In a batch run (a backfill) nothing
-is late.
+the watermark is still counted rather than dropped (the step's knowledge lags the real
+watermark by its timer firings; a watermark that jumps more than one period ahead of them
+within one bundle could still make Beam drop an element). In a batch run (a backfill)
+nothing is late: there is no ``SplitTooLate`` step and Beam's default trigger is used.
 """
 
 from __future__ import annotations
