@@ -1,4 +1,4 @@
-# blogflow: `make demo` runs the summing job on a local stack; `make test` runs every test.
+# blogflow: `make demo` runs the summing and feed jobs on a local stack; `make test` runs every test.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin

@@ -20,6 +20,7 @@ EXTRAS = {
     "test": [
         "pytest>=8,<10",
         "hypothesis>=6.100,<7",
+        "pytest-timeout>=2.3,<3",
         "moto[server]>=5.0,<6",
         "nx-27017>=0.8,<0.9",
         "psutil>=5.9,<8",
