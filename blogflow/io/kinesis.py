@@ -659,7 +659,8 @@ class _ReadShardFn(AWSClientFn):
                 for record in records:
                     sequence_number = str(record["SequenceNumber"])
                     if not tracker.try_claim(sequence_number):
-                        return  # the runner split the read during the call: the rest is not ours
+                        # The runner split the read during the call: the rest is not ours.
+                        return
                     last_claimed = sequence_number
                     arrival = _arrival_timestamp(record)
                     oldest = arrival if oldest is None or arrival < oldest else oldest
