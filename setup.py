@@ -14,6 +14,7 @@ REQUIRED = [
     "click>=8.1,<9",
     "orjson>=3.10,<4",
     "tenacity>=8.2,<10",
+    "cryptography>=42,<51",
 ]
 
 EXTRAS = {

@@ -17,6 +17,7 @@ import importlib
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -278,6 +279,40 @@ def deadletters_list(
             f"{doc['receivedAt']:%Y-%m-%d %H:%M:%S} {doc['pipeline']}/{doc['stage']}: "
             f"{doc['error']}\n    payload: {shown!r}"
         )
+
+
+@cli.group()
+def users() -> None:
+    """Link users to the GitHub repositories their posts are backed up to."""
+
+
+@users.command("link", no_args_is_help=True)
+@click.argument("user_id")
+@click.option("--repo", required=True, help="The repository to back up to, OWNER/NAME.")
+@click.option(
+    "--token-stdin",
+    is_flag=True,
+    required=True,
+    help="Read the GitHub token from standard input (never from the command line, where "
+    "it would show in the shell history and the process list).",
+)
+@_mongo_options
+def users_link(
+    user_id: str, repo: str, token_stdin: bool, mongo_uri: str | None, mongo_db: str
+) -> None:
+    """Store USER_ID's repository and GitHub token, the token encrypted with
+    $BLOGFLOW_SECRET_KEY."""
+    from blogflow.io.users import link_user
+    from blogflow.tokens import Secret, TokenError
+
+    token = sys.stdin.readline().strip()
+    if not token:
+        raise click.UsageError("no token on standard input")
+    try:
+        link_user(_database(mongo_uri, mongo_db), user_id, repo, Secret(token))
+    except (ValueError, TokenError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"linked {user_id} to {repo} (token stored encrypted)")
 
 
 @cli.group()
