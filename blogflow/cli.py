@@ -380,7 +380,7 @@ def feed_purge(redis_url: str | None, redis_prefix: str, yes: bool) -> None:
 
 @cli.command()
 def demo() -> None:
-    """Run the summing job end to end on the local stack and print what it did."""
+    """Run the summing and feed jobs end to end on the local stack, printing what they did."""
     from blogflow.local.demo import run_demo
 
     if not run_demo(click.echo):
