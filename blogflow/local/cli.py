@@ -38,7 +38,7 @@ _STATE_DIR_OPTION = click.option(
 
 @click.group()
 def local() -> None:
-    """Run real servers (Redis, MongoDB, SQS/Kinesis, Pub/Sub) on free loopback ports."""
+    """Run real servers (Redis, MongoDB, SQS/Kinesis, Pub/Sub, GitHub) on free loopback ports."""
 
 
 @local.command()

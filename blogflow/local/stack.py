@@ -62,7 +62,7 @@ STATE_FILE_NAME = "stack.json"
 PUBSUB_EMULATOR_PATH = Path(
     "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
 )
-ALL_SERVICES: tuple[str, ...] = ("redis", "mongo", "moto", "pubsub")
+ALL_SERVICES: tuple[str, ...] = ("redis", "mongo", "moto", "pubsub", "github")
 
 _HOST = "127.0.0.1"
 _STATE_VERSION = 1
@@ -301,6 +301,16 @@ def _moto_command(port: int, state_dir: Path) -> list[str]:
     return [_find_script("moto_server"), "-H", _HOST, "-p", str(port)]
 
 
+def _probe_github(port: int) -> None:
+    status, body = _http_get(f"http://{_HOST}:{port}/")
+    if status != 200:
+        raise LocalStackError(f"the GitHub stand-in answered HTTP {status}: {body[:200]!r}")
+
+
+def _github_command(port: int, state_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "blogflow.local.github", "--host", _HOST, "--port", str(port)]
+
+
 def _pubsub_command(port: int, state_dir: Path) -> list[str]:
     emulator = find_pubsub_emulator()
     if emulator is None:
@@ -342,6 +352,13 @@ _SERVICES: dict[str, _ServiceSpec] = {
         env=lambda port: {"PUBSUB_EMULATOR_HOST": f"{_HOST}:{port}"},
         address=lambda port: f"{_HOST}:{port}",
         deadline_seconds=60.0,
+    ),
+    "github": _ServiceSpec(
+        name="github",
+        command=_github_command,
+        probe=_probe_github,
+        env=lambda port: {"GITHUB_API_URL": f"http://{_HOST}:{port}"},
+        address=lambda port: f"http://{_HOST}:{port}",
     ),
 }
 

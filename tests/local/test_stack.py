@@ -299,7 +299,7 @@ def test_cli_up_env_down(tmp_path: Path) -> None:
         up = _run_cli(tmp_path, "up", "--state-dir", "st", "--no-pubsub")
         assert up.returncode == 0, up.stderr
         assert "env file: st/local.env" in up.stdout
-        for name in ("redis", "mongo", "moto"):
+        for name in ("redis", "mongo", "moto", "github"):
             assert f"\n{name} " in f"\n{up.stdout}"
         assert "pubsub" not in up.stdout
         state = json.loads((tmp_path / "st" / STATE_FILE_NAME).read_text())
@@ -309,12 +309,12 @@ def test_cli_up_env_down(tmp_path: Path) -> None:
         printed = _run_cli(tmp_path, "env", "--state-dir", "st")
         assert printed.returncode == 0, printed.stderr
         env = dict(line.split("=", 1) for line in printed.stdout.splitlines())
-        assert set(env) == EXPECTED_KEYS
+        assert set(env) == EXPECTED_KEYS | {"GITHUB_API_URL"}
         assert redis.Redis.from_url(env["REDIS_URL"]).ping()
     finally:
         down = _run_cli(tmp_path, "down", "--state-dir", "st")
     assert down.returncode == 0, down.stderr
-    assert down.stdout.count("stopped pid") == 3
+    assert down.stdout.count("stopped pid") == 4
     assert not any(_running(pid) for pid in pids)
 
     after = _run_cli(tmp_path, "env", "--state-dir", "st")
