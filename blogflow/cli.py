@@ -13,6 +13,7 @@ Clients honour the standard variables ``REDIS_URL``, ``MONGODB_URI``, ``AWS_ENDP
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -376,6 +377,44 @@ def feed_purge(redis_url: str | None, redis_prefix: str, yes: bool) -> None:
         client.close()
     click.echo("", err=True)
     click.echo(f"purged {deleted} feeds")
+
+
+@cli.group()
+def notifier() -> None:
+    """The WebSocket notifier that pushes backup progress to browsers."""
+
+
+@notifier.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@_redis_options
+def notifier_serve(host: str, port: int, redis_url: str | None, redis_prefix: str) -> None:
+    """Serve ws://HOST:PORT/ws?token=... until interrupted (needs $BLOGFLOW_SECRET_KEY)."""
+    import asyncio
+
+    from blogflow.notifier.server import Notifier
+    from blogflow.tokens import SECRET_KEY_VARIABLE
+
+    if not os.environ.get(SECRET_KEY_VARIABLE):
+        raise click.ClickException(f"{SECRET_KEY_VARIABLE} is not set")
+
+    async def serve() -> None:
+        server = Notifier(redis_url=redis_url, prefix=redis_prefix)
+        bound = await server.start(host, port)
+        click.echo(f"notifier listening on ws://{host}:{bound}/ws", err=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await server.stop()
+
+    from blogflow.io.redis import RedisError, redact_url
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve())
+    except RedisError as error:
+        where = redact_url(redis_url) if redis_url else "$REDIS_URL"
+        raise click.ClickException(f"cannot reach Redis at {where}: {error}") from None
 
 
 @cli.command()

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 
 import redis
+import redis.asyncio
 
 from blogflow.io._urls import redact_url
 
-__all__ = ["RedisError", "connect", "default_url", "redact_url"]
+__all__ = ["RedisError", "connect", "connect_async", "default_url", "redact_url"]
 
 RedisError = redis.RedisError
 
@@ -21,5 +22,14 @@ def default_url() -> str:
 def connect(url: str | None = None) -> redis.Redis:
     """A client with bounded timeouts (hiredis parses replies when installed)."""
     return redis.Redis.from_url(
+        url or default_url(), socket_timeout=30, socket_connect_timeout=5, decode_responses=True
+    )
+
+
+def connect_async(url: str | None = None) -> redis.asyncio.Redis:
+    """An asyncio client with the same settings as :func:`connect`."""
+    import redis.asyncio
+
+    return redis.asyncio.Redis.from_url(
         url or default_url(), socket_timeout=30, socket_connect_timeout=5, decode_responses=True
     )

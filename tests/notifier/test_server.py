@@ -1,0 +1,138 @@
+"""The notifier over real WebSocket connections, with progress published to the real Redis."""
+
+import asyncio
+import json
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from blogflow.io import progress
+from blogflow.io import redis as redis_io
+from blogflow.notifier.server import UNAUTHORIZED, Notifier
+from blogflow.tokens import sign_user
+
+pytestmark = pytest.mark.integration
+
+KEY = "notifier-test-key-" + "z" * 30
+
+
+def message(backup_id, done, total, post_id="p"):
+    return {
+        "type": "backup_progress",
+        "backupId": backup_id,
+        "postId": post_id,
+        "status": "committed",
+        "done": done,
+        "total": total,
+    }
+
+
+async def receive(ws, timeout=5.0):
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, 60))
+
+
+def test_users_get_their_own_progress_live_and_the_latest_at_once(local_stack, redis_prefix):
+    async def scenario():
+        notifier = Notifier(prefix=redis_prefix, secret_key=KEY)
+        port = await notifier.start(port=0)
+        sync = redis_io.connect()
+        try:
+            url = f"ws://127.0.0.1:{port}/ws?token="
+            progress.publish_progress(sync, "alice", message("b1", 1, 3), redis_prefix)
+            async with (
+                connect(url + sign_user("alice", secret_key=KEY)) as alice,
+                connect(url + sign_user("bob", secret_key=KEY)) as bob,
+            ):
+                assert await receive(alice) == message("b1", 1, 3)  # the latest, at once
+                await asyncio.sleep(0.2)  # both registered
+                progress.publish_progress(sync, "bob", message("b2", 1, 1), redis_prefix)
+                progress.publish_progress(sync, "alice", message("b1", 2, 3), redis_prefix)
+                assert await receive(alice) == message("b1", 2, 3)
+                assert await receive(bob) == message("b2", 1, 1)
+                with pytest.raises(TimeoutError):
+                    await receive(bob, timeout=0.5)  # never alice's
+                connections = sync.hgetall(f"{redis_prefix}notifier:connections")
+                assert sorted(connections.values()) == ["alice", "bob"]
+            # a late browser sees the current count of every backup at once
+            async with connect(url + sign_user("alice", secret_key=KEY)) as late:
+                assert await receive(late) == message("b1", 2, 3)
+            await asyncio.sleep(0.2)
+            assert sync.hgetall(f"{redis_prefix}notifier:connections") == {}
+        finally:
+            sync.close()
+            await notifier.stop()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "forged.token",
+        sign_user("alice", ttl=-1, secret_key=KEY),  # expired
+        sign_user("alice", secret_key="another-key-" + "q" * 30),  # signed by someone else
+    ],
+)
+def test_missing_forged_or_expired_tokens_are_refused(local_stack, redis_prefix, token):
+    async def scenario():
+        notifier = Notifier(prefix=redis_prefix, secret_key=KEY)
+        port = await notifier.start(port=0)
+        sync = redis_io.connect()
+        try:
+            progress.publish_progress(sync, "alice", message("b1", 1, 3), redis_prefix)
+            async with connect(f"ws://127.0.0.1:{port}/ws?token={token}") as ws:
+                with pytest.raises(ConnectionClosed) as closed:
+                    await receive(ws)
+                assert closed.value.rcvd.code == UNAUTHORIZED
+        finally:
+            sync.close()
+            await notifier.stop()
+
+    run(scenario())
+
+
+def test_notifier_serve_command(local_stack, redis_prefix):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "BLOGFLOW_SECRET_KEY": KEY}
+    command = [sys.executable, "-m", "blogflow.cli", "notifier", "serve", "--port", "0"]
+    server = subprocess.Popen(
+        [*command, "--redis-prefix", redis_prefix], env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        line = ""
+        while "listening on" not in line:
+            line = server.stderr.readline()
+            assert line, "the notifier exited before listening"
+        url = line.split("listening on ")[1].strip()
+
+        async def scenario():
+            sync = redis_io.connect()
+            try:
+                progress.publish_progress(sync, "carol", message("b9", 4, 5), redis_prefix)
+            finally:
+                sync.close()
+            async with connect(f"{url}?token={sign_user('carol', secret_key=KEY)}") as ws:
+                assert await receive(ws) == message("b9", 4, 5)
+
+        run(scenario())
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        server.stderr.close()
+    missing = subprocess.run(
+        command,
+        env={k: v for k, v in env.items() if k != "BLOGFLOW_SECRET_KEY"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 1 and "BLOGFLOW_SECRET_KEY is not set" in missing.stderr
