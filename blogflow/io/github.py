@@ -1,0 +1,237 @@
+"""Writing posts to a GitHub repository: many files per commit, never a lost update.
+
+:class:`RepoWriter` commits a batch of files with the Git Data API: it reads the branch
+head and its tree, leaves out files whose blob sha is already there (unchanged posts make
+no commit), creates one tree with the files' content inline, one commit, and moves the
+branch with ``force=false``. When another writer moved the branch meanwhile, GitHub
+answers 422 "not a fast forward": the writer reads the new head and builds the commit on
+it again (bounded). Secondary rate limits (403/429) are waited out as ``retry-after`` or
+``x-ratelimit-reset`` say, 5xx answers are retried with backoff, and every request is
+paced per token.
+
+The token is a :class:`~blogflow.tokens.Secret`; it is given to PyGithub and appears in
+no message, log line or exception of this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, TypeVar
+
+from github import Auth, Github, GithubException, InputGitTreeElement
+
+from blogflow.tokens import Secret
+from blogflow.transforms.backups import git_blob_sha
+
+__all__ = [
+    "GitHubError",
+    "RepoAccessError",
+    "RepoWriter",
+    "WriteResult",
+    "default_api_url",
+]
+
+_LOGGER = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+#: GitHub's public API; ``GITHUB_API_URL`` (set by ``blogflow local up``) overrides it.
+GITHUB_API = "https://api.github.com"
+
+
+def default_api_url() -> str:
+    """``GITHUB_API_URL`` from the environment, else GitHub's public API."""
+    return os.environ.get("GITHUB_API_URL") or GITHUB_API
+
+
+class GitHubError(RuntimeError):
+    """GitHub refused a write after the retries; ``status`` is its last HTTP status."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RepoAccessError(GitHubError):
+    """The token was refused (401, revoked) or cannot see the repository (404)."""
+
+
+class WriteResult(NamedTuple):
+    """What one :meth:`RepoWriter.write` did.
+
+    Attributes:
+        commit_sha: the new commit, or None when every file was unchanged.
+        written: paths the commit wrote.
+        unchanged: paths whose content was already there.
+        attempts: commits built (more than 1 after a concurrent writer moved the branch).
+    """
+
+    commit_sha: str | None
+    written: tuple[str, ...]
+    unchanged: tuple[str, ...]
+    attempts: int
+
+
+class _Pacer:
+    """At most one request every ``interval`` seconds (shared by the writers of a token)."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            delay = self._next - now
+            self._next = max(now, self._next) + self._interval
+        if delay > 0:
+            time.sleep(delay)
+
+
+class RepoWriter:
+    """Writes files to one repository's default branch.
+
+    Args:
+        repo: ``owner/name``.
+        token: the user's token.
+        api_url: the GitHub API; ``GITHUB_API_URL`` or api.github.com by default.
+        max_attempts: bounds both the rebuilds after a concurrent commit and the retries
+            of a throttled or failed request.
+        min_interval: seconds between two requests of this writer (GitHub asks for at
+            least one second between content-creating requests).
+        max_wait: the longest a ``retry-after`` is waited out before giving up.
+    """
+
+    def __init__(
+        self,
+        repo: str,
+        token: Secret,
+        *,
+        api_url: str | None = None,
+        max_attempts: int = 5,
+        min_interval: float = 0.0,
+        max_wait: float = 120.0,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be positive, got {max_attempts}")
+        self._repo_name = repo
+        self._client = Github(
+            auth=Auth.Token(token.reveal()),
+            base_url=api_url or default_api_url(),
+            retry=None,  # retries are ours: bounded and honouring retry-after
+            seconds_between_requests=None,
+            seconds_between_writes=None,
+        )
+        self._max_attempts = max_attempts
+        self._pacer = _Pacer(min_interval)
+        self._max_wait = max_wait
+        self._repo: Any = None
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _call(self, what: str, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        for attempt in range(1, self._max_attempts + 1):
+            self._pacer.wait()
+            try:
+                return function(*args, **kwargs)
+            except GithubException as error:
+                status = error.status
+                if status in (401, 404):
+                    raise RepoAccessError(
+                        f"{what} {self._repo_name}: GitHub answered {status} "
+                        f"({_message(error)}): the token was refused or cannot see the "
+                        "repository",
+                        status,
+                    ) from None
+                wait = _retry_wait(error, attempt)
+                if wait is None or attempt == self._max_attempts or wait > self._max_wait:
+                    raise GitHubError(
+                        f"{what} {self._repo_name}: GitHub answered {status} "
+                        f"({_message(error)}) after {attempt} attempt(s)",
+                        status,
+                    ) from None
+                _LOGGER.info(
+                    "%s %s: GitHub answered %s; retrying in %.1f s",
+                    what,
+                    self._repo_name,
+                    status,
+                    wait,
+                )
+                time.sleep(wait)
+        raise AssertionError("unreachable")
+
+    def _repository(self) -> Any:
+        if self._repo is None:
+            self._repo = self._call("reading", self._client.get_repo, self._repo_name)
+        return self._repo
+
+    def write(self, files: Sequence[tuple[str, bytes]], message: str) -> WriteResult:
+        """Commits ``files`` (path, content) as one commit; unchanged files are left out.
+
+        Raises:
+            RepoAccessError: for a refused token or a repository it cannot see.
+            GitHubError: when GitHub kept refusing after the retries.
+        """
+        repo = self._repository()
+        branch = repo.default_branch
+        for attempt in range(1, self._max_attempts + 1):
+            ref = self._call("reading", repo.get_git_ref, f"heads/{branch}")
+            head = self._call("reading", repo.get_git_commit, ref.object.sha)
+            tree = self._call("reading", repo.get_git_tree, head.tree.sha, recursive=True)
+            existing = {e.path: e.sha for e in tree.tree if e.type == "blob"}
+            changed = [(p, c) for p, c in files if existing.get(p) != git_blob_sha(c)]
+            unchanged = tuple(p for p, c in files if existing.get(p) == git_blob_sha(c))
+            if not changed:
+                return WriteResult(None, (), unchanged, attempt - 1)
+            elements = [
+                InputGitTreeElement(path, "100644", "blob", content=content.decode("utf-8"))
+                for path, content in changed
+            ]
+            new_tree = self._call("writing", repo.create_git_tree, elements, head.tree)
+            commit = self._call("writing", repo.create_git_commit, message, new_tree, [head])
+            try:
+                self._pacer.wait()
+                ref.edit(commit.sha, force=False)
+            except GithubException as error:
+                if error.status != 422:
+                    # throttled or failed: the same update again, waited and bounded
+                    self._call("writing", ref.edit, commit.sha, force=False)
+                else:
+                    _LOGGER.info(
+                        "%s moved while writing (%s); rebuilding the commit on the new head",
+                        self._repo_name,
+                        _message(error),
+                    )
+                    continue
+            return WriteResult(commit.sha, tuple(p for p, _ in changed), unchanged, attempt)
+        raise GitHubError(
+            f"writing {self._repo_name}: the branch kept moving over {self._max_attempts} attempts",
+            422,
+        )
+
+
+def _message(error: GithubException) -> str:
+    data = error.data if isinstance(error.data, dict) else {}
+    return str(data.get("message") or "no message")[:200]
+
+
+def _retry_wait(error: GithubException, attempt: int) -> float | None:
+    """Seconds to wait before retrying, or None when retrying cannot help."""
+    headers = {k.lower(): v for k, v in (error.headers or {}).items()}
+    if error.status in (403, 429):
+        if "retry-after" in headers:
+            return float(headers["retry-after"])
+        if headers.get("x-ratelimit-remaining") == "0" and "x-ratelimit-reset" in headers:
+            return max(0.0, float(headers["x-ratelimit-reset"]) - time.time())
+        if "rate limit" in _message(error).lower():
+            return 60.0
+        return None
+    if error.status is not None and error.status >= 500:
+        return min(30.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+    return None

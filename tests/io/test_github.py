@@ -1,0 +1,124 @@
+"""RepoWriter against the GitHub stand-in over real connections."""
+
+import threading
+
+import pytest
+from github import Auth, Github
+
+from blogflow.io.github import GitHubError, RepoAccessError, RepoWriter
+from blogflow.local.github import GitHubStandIn
+from blogflow.tokens import Secret
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "ghp_writer_test_token_1234567890"
+
+
+@pytest.fixture
+def github():
+    with GitHubStandIn() as server:
+        yield server
+
+
+@pytest.fixture
+def repo(github, unique_name):
+    client = Github(
+        auth=Auth.Token(TOKEN),
+        base_url=github.url,
+        retry=None,
+        seconds_between_requests=None,
+        seconds_between_writes=None,
+    )
+    created = client.get_user().create_repo(unique_name, auto_init=True)
+    yield created
+    client.close()
+
+
+def files(n, version="v1"):
+    return [(f"posts/post-{i}-p{i}.md", f"# Post {i} {version}\n".encode()) for i in range(n)]
+
+
+def writes(github, since=0):
+    """The content-creating requests of the log, from entry ``since`` on."""
+    return [r for r in github.requests()[since:] if r["method"] in ("POST", "PATCH", "PUT")]
+
+
+def test_many_posts_make_one_commit_and_unchanged_posts_none(github, repo):
+    writer = RepoWriter(repo.full_name, Secret(TOKEN), api_url=github.url)
+    before = len(github.requests())
+    first = writer.write(files(25), "back up 25 posts")
+    assert first.commit_sha and len(first.written) == 25 and first.unchanged == ()
+    assert len(writes(github, before)) == 3  # one tree, one commit, one ref update
+    assert repo.get_contents("posts/post-7-p7.md").decoded_content == b"# Post 7 v1\n"
+
+    again = writer.write(files(25), "back up 25 posts")
+    assert again.commit_sha is None and len(again.unchanged) == 25
+    mixed = writer.write(files(2, "v2") + files(25)[2:], "one changed")
+    assert mixed.written == ("posts/post-0-p0.md", "posts/post-1-p1.md")
+    assert len(mixed.unchanged) == 23
+    writer.close()
+
+
+def test_a_concurrent_writer_is_rebased_on_and_nothing_is_lost(github, repo):
+    def backup(n, results):
+        writer = RepoWriter(repo.full_name, Secret(TOKEN), api_url=github.url, max_attempts=20)
+        results[n] = writer.write(
+            [(f"posts/w{n}-{i}.md", f"writer {n} post {i}\n".encode()) for i in range(10)],
+            f"writer {n}",
+        )
+        writer.close()
+
+    results = {}
+    threads = [threading.Thread(target=backup, args=(n, results)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert all(r.commit_sha for r in results.values()) and len(results) == 4
+    head = repo.get_git_commit(repo.get_git_ref("heads/main").object.sha)
+    paths = {e.path for e in repo.get_git_tree(head.tree.sha, recursive=True).tree}
+    assert {f"posts/w{n}-{i}.md" for n in range(4) for i in range(10)} <= paths
+
+
+def test_a_commit_that_lands_meanwhile_is_rebased_on(github, repo):
+    ours = RepoWriter(repo.full_name, Secret(TOKEN), api_url=github.url)
+    theirs = RepoWriter(repo.full_name, Secret(TOKEN), api_url=github.url)
+    call, landed = ours._call, []
+
+    def call_with_a_commit_landing(what, function, *args, **kwargs):
+        # Their commit lands after we read the head and before we move the branch.
+        if getattr(function, "__name__", "") == "create_git_commit" and not landed:
+            landed.append(theirs.write([("posts/theirs.md", b"theirs\n")], "theirs"))
+        return call(what, function, *args, **kwargs)
+
+    ours._call = call_with_a_commit_landing
+    result = ours.write([("posts/ours.md", b"ours\n")], "ours")
+    assert landed[0].commit_sha and result.attempts == 2
+    head = repo.get_git_commit(repo.get_git_ref("heads/main").object.sha)
+    assert head.sha == result.commit_sha and head.parents[0].sha == landed[0].commit_sha
+    paths = {e.path for e in repo.get_git_tree(head.tree.sha, recursive=True).tree}
+    assert {"posts/ours.md", "posts/theirs.md"} <= paths
+
+
+def test_rate_limits_are_waited_out_and_5xx_retried(github, repo):
+    writer = RepoWriter(repo.full_name, Secret(TOKEN), api_url=github.url, max_attempts=4)
+    github.configure(fail_next=[{"status": 502}, {"status": 503}])
+    assert writer.write(files(3), "after two 5xx").commit_sha
+    github.configure(rate_limit_per_minute=1)
+    with pytest.raises(GitHubError, match="403") as refused:
+        RepoWriter(repo.full_name, Secret(TOKEN), api_url=github.url, max_wait=0.5).write(
+            files(3, "v9"), "over the limit"
+        )
+    assert TOKEN not in str(refused.value)
+    writer.close()
+
+
+def test_refused_token_and_missing_repo_fail_clearly(github, repo):
+    github.revoke(TOKEN)
+    with pytest.raises(RepoAccessError, match="401") as revoked:
+        RepoWriter(repo.full_name, Secret(TOKEN), api_url=github.url).write(files(1), "x")
+    assert TOKEN not in str(revoked.value)
+    with pytest.raises(RepoAccessError, match="404"):
+        RepoWriter(
+            repo.full_name, Secret("ghp_someone_else_entirely_00000"), api_url=github.url
+        ).write(files(1), "x")
