@@ -20,6 +20,7 @@ __all__ = [
     "channel",
     "latest_progress",
     "publish_progress",
+    "queue_progress",
     "register",
     "unregister",
     "user_of_channel",
@@ -44,14 +45,20 @@ def _latest_key(user_id: str, prefix: str) -> str:
     return f"{prefix}notifier:latest:{user_id}"
 
 
-def publish_progress(client: Any, user_id: str, message: dict[str, Any], prefix: str = "") -> None:
-    """Keeps ``message`` as the backup's latest progress and sends it to the user's
-    browsers, in one round trip. ``message`` carries ``backupId``."""
+def queue_progress(pipe: Any, user_id: str, message: dict[str, Any], prefix: str = "") -> None:
+    """Adds :func:`publish_progress`'s commands to a Redis pipeline (many messages, one
+    round trip)."""
     body = json.dumps(message, separators=(",", ":"))
-    pipe = client.pipeline(transaction=True)
     pipe.hset(_latest_key(user_id, prefix), message["backupId"], body)
     pipe.expire(_latest_key(user_id, prefix), LATEST_TTL)
     pipe.publish(channel(user_id, prefix), body)
+
+
+def publish_progress(client: Any, user_id: str, message: dict[str, Any], prefix: str = "") -> None:
+    """Keeps ``message`` as the backup's latest progress and sends it to the user's
+    browsers, in one round trip. ``message`` carries ``backupId``."""
+    pipe = client.pipeline(transaction=True)
+    queue_progress(pipe, user_id, message, prefix)
     pipe.execute()
 
 

@@ -136,3 +136,43 @@ def test_notifier_serve_command(local_stack, redis_prefix):
         timeout=60,
     )
     assert missing.returncode == 1 and "BLOGFLOW_SECRET_KEY is not set" in missing.stderr
+
+
+def test_notify_progress_sink_reaches_the_right_browser(local_stack, redis_prefix):
+    import apache_beam as beam
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    from blogflow.io.notify import NotifyProgress
+
+    async def scenario():
+        notifier = Notifier(prefix=redis_prefix, secret_key=KEY)
+        port = await notifier.start(port=0)
+        url = f"ws://127.0.0.1:{port}/ws?token="
+        try:
+            async with (
+                connect(url + sign_user("dana", secret_key=KEY)) as dana,
+                connect(url + sign_user("erin", secret_key=KEY)) as erin,
+            ):
+                await asyncio.sleep(0.2)
+                sent = [("dana", message("b5", n, 30, f"p{n}")) for n in range(1, 31)]
+                sent.append(("erin", message("b6", 1, 1)))
+
+                def pipeline():
+                    with beam.Pipeline(runner=FnApiRunner()) as p:
+                        messages = p | beam.Create(sent, reshuffle=False)  # in order
+                        _ = messages | NotifyProgress(prefix=redis_prefix)
+
+                await asyncio.to_thread(pipeline)
+                got = [await receive(dana) for _ in range(30)]
+                assert [m["done"] for m in got] == list(range(1, 31))  # in order
+                assert await receive(erin) == message("b6", 1, 1)
+                with pytest.raises(TimeoutError):
+                    await receive(erin, timeout=0.5)
+            async with connect(url + sign_user("dana", secret_key=KEY)) as late:
+                assert (await receive(late))["done"] == 30  # the latest count at once
+        finally:
+            await notifier.stop()
+
+    run(scenario())
+    with pytest.raises(ValueError, match="backend"):
+        NotifyProgress("carrier-pigeon")
