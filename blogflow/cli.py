@@ -417,6 +417,20 @@ def notifier_serve(host: str, port: int, redis_url: str | None, redis_prefix: st
         raise click.ClickException(f"cannot reach Redis at {where}: {error}") from None
 
 
+@cli.command("sample-events")
+@click.argument("file", type=click.File("wb"), default="-")
+def sample_events(file: Any) -> None:
+    """Write a day of a small site's events (the demo's) as JSON lines to FILE (stdout).
+
+    Posts, follows, views, likes and comments up to 2026-11-21T12:00:00Z, one redelivered:
+    input for `blogflow publish` and `blogflow run feed --as-of 2026-11-21T12:00:00Z`.
+    """
+    from blogflow.local.demo import demo_events
+
+    for event in demo_events():
+        file.write(event.to_json() + b"\n")
+
+
 @cli.command()
 def demo() -> None:
     """Run the summing and feed jobs end to end on the local stack, printing what they did."""

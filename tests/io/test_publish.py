@@ -38,3 +38,14 @@ def test_publish_to_sqs_sends_every_line_with_progress(local_stack, sqs_client, 
     finally:
         sqs_client.delete_queue(QueueUrl=url)
     assert list(publish(f"sqs://{unique_name}-missing", [])) == []  # nothing to send, no call
+
+
+def test_sample_events_are_valid_events_for_publish(tmp_path):
+    from blogflow.events import parse_event
+
+    path = tmp_path / "events.jsonl"
+    result = CliRunner().invoke(cli, ["sample-events", str(path)])
+    assert result.exit_code == 0, result.output
+    lines = list(read_lines(path.open("rb")))
+    assert len(lines) > 400
+    assert {parse_event(line).type for line in lines} >= {"post_published", "post_viewed"}
