@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-__all__ = ["best_of_rounds"]
+__all__ = ["best_of_rounds", "timing_arguments"]
+
+
+def timing_arguments(parser: argparse.ArgumentParser, events: int) -> None:
+    """Adds the options every side-by-side benchmark takes: --events, --rounds, --data-dir."""
+    parser.add_argument("--events", type=int, default=events)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of both sides; the best of each counts"
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path(__file__).parent / "data", help="event file cache"
+    )
 
 
 def best_of_rounds(

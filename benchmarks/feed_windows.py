@@ -30,7 +30,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import apache_beam as beam
-from _rounds import best_of_rounds
+from _rounds import best_of_rounds, timing_arguments
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from blogflow.events import parse_event
@@ -108,14 +108,8 @@ def read_scores(out: Path) -> dict[tuple[str, int], float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=1_000_000)
+    timing_arguments(parser, events=1_000_000)
     parser.add_argument("--posts", type=int, default=1_000)
-    parser.add_argument(
-        "--rounds", type=int, default=3, help="rounds of both sides; the best of each counts"
-    )
-    parser.add_argument(
-        "--data-dir", type=Path, default=Path(__file__).parent / "data", help="event file cache"
-    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     config = ScoringConfig()

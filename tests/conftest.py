@@ -121,17 +121,28 @@ def redis_client(local_stack: LocalStack, redis_prefix: str) -> Iterator[redis.R
     client.close()
 
 
-@pytest.fixture(scope="session")
-def sqs_client(local_stack: LocalStack) -> Any:
-    """A boto3 SQS client pointed at the local stack's moto server, for the whole session."""
-    env = local_stack.env
+def _aws_client(stack: LocalStack, service: str) -> Any:
+    """A plain boto3 client of ``service`` on the stack's moto server, set up from its env."""
+    env = stack.env
     return boto3.client(
-        "sqs",
+        service,
         endpoint_url=env["AWS_ENDPOINT_URL"],
         region_name=env["AWS_DEFAULT_REGION"],
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
     )
+
+
+@pytest.fixture(scope="session")
+def sqs_client(local_stack: LocalStack) -> Any:
+    """A boto3 SQS client pointed at the local stack's moto server, for the whole session."""
+    return _aws_client(local_stack, "sqs")
+
+
+@pytest.fixture(scope="session")
+def kinesis_client(local_stack: LocalStack) -> Any:
+    """A boto3 Kinesis client pointed at the local stack's moto server, for the session."""
+    return _aws_client(local_stack, "kinesis")
 
 
 @pytest.fixture

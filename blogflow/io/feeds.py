@@ -18,10 +18,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.display import DisplayDataItem
 
 from blogflow.io import redis
+from blogflow.io._redis_sink import RedisBatchFn
 
 __all__ = ["WriteFeeds", "feed_key", "purge_feeds", "read_feed"]
 
@@ -47,52 +47,25 @@ def feed_key(user_id: str, prefix: str = "") -> str:
     return f"{prefix}feed:{user_id}"
 
 
-class _WriteFeedsFn(beam.DoFn):
+class _WriteFeedsFn(RedisBatchFn):
     def __init__(self, redis_url: str | None, prefix: str, ttl: int, batch_size: int) -> None:
-        self._redis_url = redis_url
+        super().__init__(redis_url, batch_size, "feeds_written")
         self._prefix = prefix
         self._ttl = ttl
-        self._batch_size = batch_size
-        self._written = Metrics.counter("blogflow", "feeds_written")
-        self._client: Any = None
         self._script: Any = None
-        self._batch: list[tuple[str, Sequence[tuple[str, float]]]] = []
 
     def setup(self) -> None:
-        self._client = redis.connect(self._redis_url)
+        super().setup()
         self._script = self._client.register_script(_REPLACE_FEED)
 
-    def start_bundle(self) -> None:
-        self._batch = []
-
-    def process(self, element: tuple[str, Sequence[tuple[str, float]]]) -> None:
-        self._batch.append(element)
-        if len(self._batch) >= self._batch_size:
-            self._flush()
-
-    def finish_bundle(self) -> None:
-        self._flush()
-
-    def _flush(self) -> None:
-        if not self._batch:
-            return
-        pipe = self._client.pipeline(transaction=False)
-        prefix, ttl = self._prefix, self._ttl
-        for user_id, feed in self._batch:
-            key = feed_key(user_id, prefix)
+    def write(self, pipe: Any, batch: list[tuple[str, Sequence[tuple[str, float]]]]) -> None:
+        for user_id, feed in batch:
+            key = feed_key(user_id, self._prefix)
             if feed:
                 items = json.dumps([x for post_id, score in feed for x in (score, post_id)])
-                self._script(keys=[key, key + ":next"], args=[ttl, items], client=pipe)
+                self._script(keys=[key, key + ":next"], args=[self._ttl, items], client=pipe)
             else:  # an empty feed: no stale feed stays behind
                 pipe.delete(key)
-        pipe.execute()
-        self._written.inc(len(self._batch))
-        self._batch = []
-
-    def teardown(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
 
 
 class WriteFeeds(beam.PTransform):

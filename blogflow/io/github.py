@@ -7,7 +7,7 @@ branch with ``force=false``. When another writer moved the branch meanwhile, Git
 answers 422 "not a fast forward": the writer reads the new head and builds the commit on
 it again (bounded). Secondary rate limits (403/429) are waited out as ``retry-after`` or
 ``x-ratelimit-reset`` say, 5xx answers are retried with backoff, and every request is
-paced per token.
+paced per writer.
 
 The token is a :class:`~blogflow.tokens.Secret`; it is given to PyGithub and appears in
 no message, log line or exception of this module.
@@ -77,7 +77,7 @@ class WriteResult(NamedTuple):
 
 
 class _Pacer:
-    """At most one request every ``interval`` seconds (shared by the writers of a token)."""
+    """At most one request every ``interval`` seconds, for one writer."""
 
     def __init__(self, interval: float) -> None:
         self._interval = interval

@@ -16,10 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
 from blogflow.io import progress
-from blogflow.io import redis as redis_io
+from blogflow.io._redis_sink import RedisBatchFn
 
 __all__ = ["BACKENDS", "NotifyProgress"]
 
@@ -27,47 +26,21 @@ BACKENDS = ("redis",)
 _FIELDS = ("type", "backupId", "postId", "status", "done", "total")
 
 
-class _NotifyRedisFn(beam.DoFn):
+class _NotifyRedisFn(RedisBatchFn):
     def __init__(self, redis_url: str | None, prefix: str, batch_size: int) -> None:
-        self._redis_url = redis_url
+        super().__init__(redis_url, batch_size, "progress_messages_sent")
         self._prefix = prefix
-        self._batch_size = batch_size
-        self._sent = Metrics.counter("blogflow", "progress_messages_sent")
-        self._client: Any = None
-        self._batch: list[tuple[str, dict[str, Any]]] = []
 
-    def setup(self) -> None:
-        self._client = redis_io.connect(self._redis_url)
-
-    def start_bundle(self) -> None:
-        self._batch = []
-
-    def process(self, element: tuple[str, dict[str, Any]]) -> None:
+    def prepare(self, element: tuple[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
         user_id, message = element
         missing = [field for field in _FIELDS if field not in message]
         if missing:
             raise ValueError(f"progress message without {missing}")
-        self._batch.append((user_id, {field: message[field] for field in _FIELDS}))
-        if len(self._batch) >= self._batch_size:
-            self._flush()
+        return user_id, {field: message[field] for field in _FIELDS}
 
-    def finish_bundle(self) -> None:
-        self._flush()
-
-    def _flush(self) -> None:
-        if not self._batch:
-            return
-        pipe = self._client.pipeline(transaction=False)
-        for user_id, message in self._batch:
+    def write(self, pipe: Any, batch: list[tuple[str, dict[str, Any]]]) -> None:
+        for user_id, message in batch:
             progress.queue_progress(pipe, user_id, message, self._prefix)
-        pipe.execute()
-        self._sent.inc(len(self._batch))
-        self._batch = []
-
-    def teardown(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
 
 
 class NotifyProgress(beam.PTransform):

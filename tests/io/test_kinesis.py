@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import apache_beam as beam
-import boto3
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
@@ -102,19 +101,6 @@ def _client_error(code: str, message: str = "x", operation: str = "GetRecords") 
 
 
 # ------------------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="module")
-def kinesis_client(local_stack) -> Any:
-    """A boto3 Kinesis client pointed at the local stack's moto server."""
-    env = local_stack.env
-    return boto3.client(
-        "kinesis",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        region_name=env["AWS_DEFAULT_REGION"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-    )
 
 
 @pytest.fixture
