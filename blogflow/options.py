@@ -9,6 +9,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult
 
+from blogflow.io.sources import STREAMING_SCHEMES
 from blogflow.runners.profiles import PROFILES, resolve_runner
 
 __all__ = ["SourceOptions", "StoreOptions", "parse_pipeline_args", "run_pipeline"]
@@ -138,7 +139,8 @@ def parse_pipeline_args(
             parser.error(f"--{name.replace('_', '-')} must be positive")
     options = PipelineOptions(list(argv))
     standard = options.view_as(StandardOptions)
-    if (getattr(known, "source", None) or "").startswith("pubsub://"):
+    source = getattr(known, "source", None) or ""
+    if source.partition("://")[0] in STREAMING_SCHEMES:
         # Pub/Sub is read by streaming jobs, which FnApiRunner does not run.
         standard.streaming = True
         standard.runner = resolve_runner(known.runner or "direct")

@@ -19,6 +19,8 @@ import apache_beam as beam
 from blogflow.transforms.scoring import ScoringConfig, personal_score, post_score, top_k
 
 __all__ = [
+    "FOLLOW_TYPES",
+    "POST_TYPES",
     "BuildFeeds",
     "Candidate",
     "CandidateIndex",
