@@ -31,7 +31,11 @@ __all__ = ["cli", "main"]
 _LOGGER = logging.getLogger(__name__)
 
 #: Pipelines ``blogflow run`` knows, by name: module path with a ``run(argv)``.
-PIPELINES = {"summing": "blogflow.pipelines.summing", "feed": "blogflow.pipelines.feed"}
+PIPELINES = {
+    "summing": "blogflow.pipelines.summing",
+    "feed": "blogflow.pipelines.feed",
+    "backup": "blogflow.pipelines.backup",
+}
 
 _DEFAULT_ENV_FILE = Path(".blogflow/local.env")
 

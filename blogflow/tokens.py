@@ -61,6 +61,11 @@ class Secret:
         """The plaintext, for the one call that needs it (e.g. a GitHub client)."""
         return self._value
 
+    def digest(self) -> str:
+        """A SHA-256 hex digest: tells secrets apart (e.g. as a cache key) without
+        keeping them."""
+        return hashlib.sha256(self._value.encode()).hexdigest()
+
     def __repr__(self) -> str:
         return "Secret('***')"
 

@@ -6,8 +6,9 @@ no commit), creates one tree with the files' content inline, one commit, and mov
 branch with ``force=false``. When another writer moved the branch meanwhile, GitHub
 answers 422 "not a fast forward": the writer reads the new head and builds the commit on
 it again (bounded). Secondary rate limits (403/429) are waited out as ``retry-after`` or
-``x-ratelimit-reset`` say, 5xx answers are retried with backoff, and every request is
-paced per writer.
+``x-ratelimit-reset`` say, 5xx answers are retried with backoff, and content-creating
+requests (tree, commit, ref update) are paced per token: every writer of one process that
+holds the same token shares one pacer, since GitHub counts its limits per user.
 
 The token is a :class:`~blogflow.tokens.Secret`; it is given to PyGithub and appears in
 no message, log line or exception of this module.
@@ -77,7 +78,7 @@ class WriteResult(NamedTuple):
 
 
 class _Pacer:
-    """At most one request every ``interval`` seconds, for one writer."""
+    """At most one request every ``interval`` seconds."""
 
     def __init__(self, interval: float) -> None:
         self._interval = interval
@@ -93,6 +94,17 @@ class _Pacer:
             time.sleep(delay)
 
 
+_PACERS: dict[tuple[str, float], _Pacer] = {}
+_PACERS_LOCK = threading.Lock()
+
+
+def _pacer_for(token: Secret, interval: float) -> _Pacer:
+    """The pacer every writer of this process shares for ``token`` (keyed by a digest,
+    never by the token itself)."""
+    with _PACERS_LOCK:
+        return _PACERS.setdefault((token.digest(), interval), _Pacer(interval))
+
+
 class RepoWriter:
     """Writes files to one repository's default branch.
 
@@ -102,8 +114,8 @@ class RepoWriter:
         api_url: the GitHub API; ``GITHUB_API_URL`` or api.github.com by default.
         max_attempts: bounds both the rebuilds after a concurrent commit and the retries
             of a throttled or failed request.
-        min_interval: seconds between two requests of this writer (GitHub asks for at
-            least one second between content-creating requests).
+        write_interval: seconds between two content-creating requests of this token, in
+            this process (GitHub asks for at least one second, and allows 80 a minute).
         max_wait: the longest a ``retry-after`` is waited out before giving up.
     """
 
@@ -114,11 +126,13 @@ class RepoWriter:
         *,
         api_url: str | None = None,
         max_attempts: int = 5,
-        min_interval: float = 0.0,
+        write_interval: float = 0.0,
         max_wait: float = 120.0,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be positive, got {max_attempts}")
+        if write_interval < 0:
+            raise ValueError(f"write_interval must not be negative, got {write_interval}")
         self._repo_name = repo
         self._client = Github(
             auth=Auth.Token(token.reveal()),
@@ -128,7 +142,7 @@ class RepoWriter:
             seconds_between_writes=None,
         )
         self._max_attempts = max_attempts
-        self._pacer = _Pacer(min_interval)
+        self._pacer = _pacer_for(token, write_interval)
         self._max_wait = max_wait
         self._repo: Any = None
 
@@ -136,8 +150,11 @@ class RepoWriter:
         self._client.close()
 
     def _call(self, what: str, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """``function(*args, **kwargs)``, retried as GitHub's answer allows; a ``writing``
+        call is paced."""
         for attempt in range(1, self._max_attempts + 1):
-            self._pacer.wait()
+            if what == "writing":
+                self._pacer.wait()
             try:
                 return function(*args, **kwargs)
             except GithubException as error:

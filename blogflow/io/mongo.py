@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 import pymongo
-from pymongo import uri_parser
+from pymongo import ReplaceOne, uri_parser
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, PyMongoError
 
@@ -17,6 +17,7 @@ __all__ = [
     "DUPLICATE_KEY",
     "BulkWriteError",
     "PyMongoError",
+    "ReplaceOne",
     "connect",
     "default_uri",
     "redact_uri",

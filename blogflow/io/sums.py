@@ -25,9 +25,9 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from pymongo import ReplaceOne
 
 from blogflow.io import mongo, redis
+from blogflow.io.mongo import ReplaceOne
 from blogflow.transforms.summing import PartialSum, StoredSum, merge_into_stored
 
 __all__ = ["COLLECTION", "WriteSums", "redis_key"]

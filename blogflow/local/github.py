@@ -328,7 +328,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(status, body, error.headers)
         with self.state.lock:
             self.state.log.append(
-                {"method": self.command, "path": path, "status": status, "token_login": login}
+                {
+                    "method": self.command,
+                    "path": path,
+                    "status": status,
+                    "token_login": login,
+                    "at": time.time(),
+                }
             )
 
     def _token(self) -> str | None:
@@ -764,7 +770,8 @@ class GitHubStandIn:
         return f"http://{host!s}:{port}"
 
     def requests(self) -> list[dict[str, Any]]:
-        """Returns the request log: ``{method, path, status, token_login}`` per request."""
+        """Returns the request log: ``{method, path, status, token_login, at}`` per request
+        (``at``: when it was answered, Unix seconds)."""
         return self._admin("GET", "/_admin/requests")  # type: ignore[no-any-return]
 
     def configure(self, **config: Any) -> dict[str, Any]:

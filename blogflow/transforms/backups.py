@@ -10,6 +10,11 @@ whether it changed.
 - :func:`git_blob_sha`: the sha git gives a file's content; equal to the sha in the
   repository's tree means the post is unchanged and needs no commit.
 - :func:`commit_batches`: posts cut into commits of at most ``size`` files.
+- :func:`plan_backup`: a publication's posts as the files to write, cut into
+  :class:`BackupChunk` s (one commit each); a post that cannot be written (unsafe id, too
+  large) rides along with its reason, so it ends as a ``failed`` item.
+- :func:`progress_message` and :func:`backup_status`: what the browser is told and what
+  MongoDB ``backups`` says.
 """
 
 from __future__ import annotations
@@ -22,10 +27,19 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 __all__ = [
+    "DONE",
+    "FAILED",
+    "FINAL_ITEM_STATUSES",
     "POSTS_DIR",
+    "RUNNING",
+    "BackupChunk",
+    "BackupFile",
     "BackupPost",
     "UnsafePathError",
+    "backup_status",
     "commit_batches",
+    "plan_backup",
+    "progress_message",
     "git_blob_sha",
     "post_path",
     "render_post",
@@ -37,6 +51,12 @@ POSTS_DIR = "posts"
 _MAX_SLUG = 80
 _POST_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _T = TypeVar("_T")
+
+#: Backup statuses: still writing; every post backed up; finished with failures (or the
+#: whole backup refused: unknown publication, no linked repository).
+RUNNING, DONE, FAILED = "running", "done", "failed"
+#: Item statuses that a replay leaves alone; a ``failed`` item is tried again.
+FINAL_ITEM_STATUSES = frozenset({"committed", "unchanged"})
 
 
 class UnsafePathError(ValueError):
@@ -131,3 +151,101 @@ def commit_batches(items: Iterable[_T], size: int) -> Iterator[Sequence[_T]]:
             batch = []
     if batch:
         yield batch
+
+
+class BackupFile(NamedTuple):
+    """One post as a file to write, or the reason it cannot be written."""
+
+    post_id: str
+    path: str | None
+    content: bytes
+    error: str | None = None
+
+
+class BackupChunk(NamedTuple):
+    """The posts of one backup that go into one commit (the writer's unit of work)."""
+
+    backup_id: str
+    user_id: str
+    repo: str
+    part: int
+    files: tuple[BackupFile, ...]
+
+
+def _backup_file(post: BackupPost, max_bytes: int) -> BackupFile:
+    try:
+        path = post_path(post)
+    except UnsafePathError as error:
+        return BackupFile(post.post_id, None, b"", str(error))
+    content = render_post(post)
+    if len(content) > max_bytes:
+        return BackupFile(
+            post.post_id,
+            path,
+            b"",
+            f"post is {len(content):,} bytes, over the {max_bytes:,}-byte limit of one "
+            "backed-up file",
+        )
+    return BackupFile(post.post_id, path, content)
+
+
+def plan_backup(
+    backup_id: str,
+    user_id: str,
+    repo: str,
+    posts: Iterable[BackupPost],
+    *,
+    posts_per_commit: int = 25,
+    max_post_bytes: int = 1 << 20,
+    max_commit_bytes: int = 8 << 20,
+) -> list[BackupChunk]:
+    """The backup's commits, in post id order.
+
+    A chunk holds at most ``posts_per_commit`` files and, unless one file alone is
+    bigger, at most ``max_commit_bytes`` of content (one request to GitHub). Files that
+    cannot be written carry their error and take no room.
+    """
+    if posts_per_commit < 1:
+        raise ValueError(f"posts_per_commit must be positive, got {posts_per_commit}")
+    chunks: list[BackupChunk] = []
+    files: list[BackupFile] = []
+    size = 0
+
+    def cut() -> None:
+        nonlocal files, size
+        if files:
+            chunks.append(BackupChunk(backup_id, user_id, repo, len(chunks), tuple(files)))
+        files, size = [], 0
+
+    for post in sorted(posts, key=lambda p: p.post_id):
+        file = _backup_file(post, max_post_bytes)
+        if files and (
+            len(files) == posts_per_commit or size + len(file.content) > max_commit_bytes
+        ):
+            cut()
+        files.append(file)
+        size += len(file.content)
+    cut()
+    return chunks
+
+
+def progress_message(
+    backup_id: str, post_id: str | None, status: str, done: int, total: int
+) -> dict[str, Any]:
+    """The ``backup_progress`` message browsers get: ``done`` of ``total`` posts backed
+    up (committed or unchanged) after ``post_id`` ended as ``status``."""
+    return {
+        "type": "backup_progress",
+        "backupId": backup_id,
+        "postId": post_id,
+        "status": status,
+        "done": done,
+        "total": total,
+    }
+
+
+def backup_status(total: int, done: int, failed: int) -> str:
+    """``running`` until every post has ended; then ``done``, or ``failed`` if any did."""
+    if done + failed < total:
+        return RUNNING
+    return FAILED if failed else DONE

@@ -122,3 +122,38 @@ def test_refused_token_and_missing_repo_fail_clearly(github, repo):
         RepoWriter(
             repo.full_name, Secret("ghp_someone_else_entirely_00000"), api_url=github.url
         ).write(files(1), "x")
+
+
+def test_content_creating_requests_are_paced_per_token_across_writers(github, unique_name):
+    client = Github(
+        auth=Auth.Token(TOKEN),
+        base_url=github.url,
+        retry=None,
+        seconds_between_requests=None,
+        seconds_between_writes=None,
+    )
+    user = client.get_user()
+    names = [user.create_repo(f"{unique_name}-{i}", auto_init=True).full_name for i in (1, 2)]
+    interval = 0.25
+    writers = [
+        RepoWriter(name, Secret(TOKEN), api_url=github.url, write_interval=interval)
+        for name in names
+    ]
+    before = len(github.requests())
+    threads = [
+        threading.Thread(target=w.write, args=(files(3, name), "paced"))
+        for w, name in zip(writers, names, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    made = writes(github, before)
+    assert len(made) == 6 and {r["status"] for r in made} <= {200, 201}
+    times = sorted(r["at"] for r in made)
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    # two writers, one token: their writes interleave, yet never closer than the interval
+    assert min(gaps) >= interval * 0.9, gaps
+    for writer in writers:
+        writer.close()
+    client.close()

@@ -1,0 +1,203 @@
+"""The backup pipeline: every post of a publication to the user's GitHub repository.
+
+    source ─► ParseEvents ─► PlanBackups ─► WriteBackups ─────────► NotifyProgress
+                  │              │          (per repository:          (browser)
+                  │              │           one commit per chunk)
+                  │              └─ refused / started ──────────────►
+                  └─ rejected ──────────────────────────────────────► WriteDeadLetters
+
+``backup_requested {backupId, publicationId}`` (the envelope's ``userId`` is whose
+repository) → the publication's posts from MongoDB ``posts`` → chunks of
+``--posts-per-commit`` posts → keyed by repository → written one chunk after another per
+repository (a stateful DoFn when streaming, a GroupByKey in batch) → MongoDB ``backups``
+and ``backup_items`` → progress messages to the user's browsers.
+
+Run it with ``blogflow run backup --source sqs://QUEUE --drain`` or
+``python -m blogflow.pipelines.backup --help``. GitHub tokens are read from MongoDB
+``users`` (``blogflow users link``), decrypted with ``BLOGFLOW_SECRET_KEY``.
+
+Replays are safe: a backup that is ``done`` is not written again, and a resumed one
+(``running`` or ``failed``) skips the posts that already ended well. In batch on
+FnApiRunner the source's messages are acknowledged once the backup is planned (stored as
+``running`` in MongoDB), before its commits: should the job stop between the two, sending
+the same request again resumes the backup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.runner import PipelineResult
+
+from blogflow.io.backups import REJECTED as PLAN_REJECTED
+from blogflow.io.backups import PlanBackupsFn, WriteBackups
+from blogflow.io.deadletter import WriteDeadLetters
+from blogflow.io.notify import NotifyProgress
+from blogflow.io.sources import ReadSource
+from blogflow.options import SourceOptions, StoreOptions, run_pipeline
+from blogflow.transforms.parsing import REJECTED, ParseEvents
+
+__all__ = ["NAME", "BackUpPublications", "BackupOptions", "build", "run"]
+
+_LOGGER = logging.getLogger(__name__)
+
+NAME = "backup"
+NOTIFY_CHOICES = ("redis", "none")
+
+
+class BackupOptions(PipelineOptions):
+    """How backups are written to GitHub and where progress goes."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("backup")
+        group.add_argument(
+            "--posts-per-commit",
+            "--posts_per_commit",
+            dest="posts_per_commit",
+            type=int,
+            default=25,
+            help="posts written by one commit (default: %(default)s)",
+        )
+        group.add_argument(
+            "--max-post-bytes",
+            "--max_post_bytes",
+            dest="max_post_bytes",
+            type=int,
+            default=1 << 20,
+            help="a post's file larger than this fails instead of being written "
+            "(default: %(default)s)",
+        )
+        group.add_argument(
+            "--github-api-url",
+            "--github_api_url",
+            dest="github_api_url",
+            default=None,
+            help="GitHub's REST API (default: $GITHUB_API_URL, else https://api.github.com)",
+        )
+        group.add_argument(
+            "--write-interval",
+            "--write_interval",
+            dest="write_interval",
+            type=float,
+            default=1.0,
+            help="seconds between two content-creating GitHub requests of one token, as "
+            "GitHub asks (default: %(default)s)",
+        )
+        group.add_argument(
+            "--notify",
+            choices=NOTIFY_CHOICES,
+            default="redis",
+            help="where progress goes: redis (the WebSocket notifier, `blogflow notifier "
+            "serve`) or none (default: %(default)s)",
+        )
+
+
+class BackUpPublications(beam.PTransform):
+    """Backs up the publications of ``backup_requested`` events.
+
+    Input: parsed ``BackupRequested`` events. Output: a dict with ``"progress"``,
+    ``(userId, message)`` for the browser, and ``"rejected"``, requests that name no user.
+    """
+
+    def __init__(
+        self,
+        *,
+        streaming: bool,
+        mongo_uri: str | None,
+        database: str,
+        api_url: str | None = None,
+        posts_per_commit: int = 25,
+        max_post_bytes: int = 1 << 20,
+        write_interval: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if posts_per_commit < 1:
+            raise ValueError(f"--posts-per-commit must be positive, got {posts_per_commit}")
+        if max_post_bytes < 1:
+            raise ValueError(f"--max-post-bytes must be positive, got {max_post_bytes}")
+        self._streaming = streaming
+        self._mongo_uri = mongo_uri
+        self._database = database
+        self._api_url = api_url
+        self._posts_per_commit = posts_per_commit
+        self._max_post_bytes = max_post_bytes
+        self._write_interval = write_interval
+
+    def expand(self, events: beam.PCollection) -> dict[str, beam.PCollection]:
+        planned = events | "PlanBackups" >> beam.ParDo(
+            PlanBackupsFn(
+                self._mongo_uri,
+                self._database,
+                posts_per_commit=self._posts_per_commit,
+                max_post_bytes=self._max_post_bytes,
+            )
+        ).with_outputs(PlanBackupsFn.PROGRESS, PLAN_REJECTED, main="chunks")
+        written = planned.chunks | "WriteBackups" >> WriteBackups(
+            streaming=self._streaming,
+            mongo_uri=self._mongo_uri,
+            database=self._database,
+            api_url=self._api_url,
+            write_interval=self._write_interval,
+        )
+        progress = (planned[PlanBackupsFn.PROGRESS], written) | "AllProgress" >> beam.Flatten()
+        return {"progress": progress, "rejected": planned[PLAN_REJECTED]}
+
+
+def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
+    """Adds the backup job to ``pipeline``."""
+    source = options.view_as(SourceOptions)
+    stores = options.view_as(StoreOptions)
+    backup = options.view_as(BackupOptions)
+    records = pipeline | "ReadSource" >> ReadSource(
+        source.source,
+        drain=source.drain,
+        idle_timeout=source.idle_timeout,
+        max_records=source.max_records,
+        max_read_time=source.max_read_time,
+    )
+    parsed = records | "ParseEvents" >> ParseEvents(accept={"backup_requested"}, event_time=False)
+    backups = parsed.events | "BackUpPublications" >> BackUpPublications(
+        streaming=bool(options.view_as(StandardOptions).streaming),
+        mongo_uri=stores.mongo_uri,
+        database=stores.mongo_db,
+        api_url=backup.github_api_url,
+        posts_per_commit=backup.posts_per_commit,
+        max_post_bytes=backup.max_post_bytes,
+        write_interval=backup.write_interval,
+    )
+    if backup.notify == "redis":
+        _ = backups["progress"] | "NotifyProgress" >> NotifyProgress(
+            "redis", redis_url=stores.redis_url, prefix=stores.redis_prefix
+        )
+    _ = (
+        (parsed[REJECTED], backups["rejected"])
+        | "AllRejected" >> beam.Flatten()
+        | "WriteDeadLetters"
+        >> WriteDeadLetters(NAME, mongo_uri=stores.mongo_uri, database=stores.mongo_db)
+    )
+
+
+def run(argv: Sequence[str] | None = None) -> PipelineResult:
+    """Runs the backup job until its source is exhausted (files, ``--drain``) or, reading
+    Pub/Sub, until it is stopped."""
+    return run_pipeline(
+        sys.argv[1:] if argv is None else argv,
+        [SourceOptions, StoreOptions, BackupOptions],
+        build,
+        prog="blogflow run backup",
+        description="Back up every post of the requested publications to the users' GitHub "
+        "repositories (many posts per commit, one writer per repository), record each post's "
+        "result in MongoDB 'backups' and 'backup_items', and push progress to the browser. "
+        "Bad requests go to MongoDB 'deadletters'.",
+    )
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    run()

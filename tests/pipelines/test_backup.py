@@ -1,0 +1,336 @@
+"""The backup pipeline end to end: requests → Beam → the GitHub stand-in, MongoDB, Redis.
+
+Every test runs the real pipeline against the stand-in over HTTP, with its own MongoDB
+database and Redis prefix; what it checks is read back from the repository, from
+``backups``/``backup_items`` and from the notifier's Redis keys.
+"""
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+from apache_beam.testing.test_stream import TestStream
+from github import Auth, Github
+
+from blogflow.events import SourceRecord, make_event
+from blogflow.io import redis as redis_io
+from blogflow.io.backups import load_backup, load_items
+from blogflow.io.users import link_user
+from blogflow.local.github import GitHubStandIn
+from blogflow.pipelines import backup
+from blogflow.tokens import Secret
+from blogflow.transforms.backups import BackupPost, post_path, render_post
+from blogflow.transforms.parsing import ParseEvents
+
+pytestmark = pytest.mark.integration
+
+KEY = "backup-pipeline-test-key-" + "k" * 30
+TOKEN = "ghp_backup_pipeline_token_0123456789"
+OTHER_TOKEN = "ghp_backup_pipeline_other_0123456789"
+UPDATED = dt.datetime(2026, 11, 20, 9, 30, tzinfo=dt.timezone.utc)
+
+
+@pytest.fixture(autouse=True)
+def secret_key(monkeypatch):
+    monkeypatch.setenv("BLOGFLOW_SECRET_KEY", KEY)
+
+
+@pytest.fixture
+def github():
+    with GitHubStandIn() as server:
+        yield server
+
+
+def client(github, token=TOKEN):
+    return Github(
+        auth=Auth.Token(token),
+        base_url=github.url,
+        retry=None,
+        seconds_between_requests=None,
+        seconds_between_writes=None,
+    )
+
+
+@pytest.fixture
+def repo(github, unique_name):
+    gh = client(github)
+    created = gh.get_user().create_repo(unique_name, auto_init=True)
+    yield created
+    gh.close()
+
+
+def add_posts(db, publication_id, n, *, author="alice", start=0):
+    docs = [
+        {
+            "_id": f"{publication_id}-p{i:03d}",
+            "publicationId": publication_id,
+            "authorId": author,
+            "title": f"Post {i} of {publication_id}",
+            "slug": f"post-{i}",
+            "tags": ["beam", "backup"],
+            "contentMarkdown": f"# Post {i}\n\nBody of post {i}.\n",
+            "updatedAt": UPDATED,
+        }
+        for i in range(start, start + n)
+    ]
+    db.posts.insert_many(docs)
+    return docs
+
+
+def request(backup_id, publication_id, user_id="alice"):
+    return make_event(
+        "backup_requested",
+        {"backupId": backup_id, "publicationId": publication_id},
+        user_id=user_id,
+    ).to_json()
+
+
+def run_backup(tmp_path, github, mongo_db, redis_prefix, payloads, *extra, name="requests"):
+    path = tmp_path / f"{name}.jsonl"
+    path.write_bytes(b"".join(p + b"\n" for p in payloads))
+    return backup.run(
+        [
+            f"--source=file://{path}",
+            f"--mongo-db={mongo_db.name}",
+            f"--redis-prefix={redis_prefix}",
+            f"--github-api-url={github.url}",
+            "--write-interval=0",
+            *extra,
+        ]
+    )
+
+
+def writes(github, since=0):
+    return [r for r in github.requests()[since:] if r["method"] in ("POST", "PATCH", "PUT")]
+
+
+def tree_paths(repo):
+    head = repo.get_git_commit(repo.get_git_ref(f"heads/{repo.default_branch}").object.sha)
+    head = head.tree.sha
+    return {e.path for e in repo.get_git_tree(head, recursive=True).tree if e.type == "blob"}
+
+
+def latest_progress(redis_prefix, user_id):
+    stored = redis_io.connect().hgetall(f"{redis_prefix}notifier:latest:{user_id}")
+    return {k: json.loads(v) for k, v in stored.items()}
+
+
+def test_a_publication_is_backed_up_in_few_commits_and_a_replay_changes_nothing(
+    tmp_path, github, repo, mongo_db, redis_prefix
+):
+    link_user(mongo_db, "alice", repo.full_name, Secret(TOKEN))
+    posts = add_posts(mongo_db, "pub-a", 30)
+    add_posts(mongo_db, "pub-other", 3)  # not part of the backup
+    before = len(github.requests())
+
+    run_backup(tmp_path, github, mongo_db, redis_prefix, [request("b1", "pub-a")])
+
+    made = writes(github, before)
+    assert len(made) == 6  # 30 posts = 25 + 5: two commits of a tree, a commit, a ref update
+    stored = load_backup(mongo_db, "b1")
+    assert stored["status"] == "done" and stored["userId"] == "alice"
+    assert (stored["total"], stored["done"], stored["failed"]) == (30, 30, 0)
+    assert stored["finishedAt"] >= stored["startedAt"]
+    items = load_items(mongo_db, "b1")
+    assert [i["postId"] for i in items] == sorted(p["_id"] for p in posts)
+    assert {i["status"] for i in items} == {"committed"}
+    assert len({i["commitSha"] for i in items}) == 2
+    first = BackupPost.from_document(posts[0])
+    assert items[0]["path"] == post_path(first) == "posts/post-0-pub-a-p000.md"
+    expected = {post_path(BackupPost.from_document(p)) for p in posts}
+    assert expected <= tree_paths(repo) and not any("pub-other" in p for p in tree_paths(repo))
+    assert repo.get_contents(post_path(first)).decoded_content == render_post(first)
+    latest = latest_progress(redis_prefix, "alice")["b1"]
+    assert (latest["done"], latest["total"], latest["type"]) == (30, 30, "backup_progress")
+
+    # the same request again: nothing written, nothing stored differently
+    items_before = load_items(mongo_db, "b1")
+    replayed_from = len(github.requests())
+    run_backup(tmp_path, github, mongo_db, redis_prefix, [request("b1", "pub-a")] * 2)
+    assert writes(github, replayed_from) == []
+    assert load_backup(mongo_db, "b1") == stored
+    assert load_items(mongo_db, "b1") == items_before
+
+    # a new backup of the same posts: every post unchanged, no commit
+    again_from = len(github.requests())
+    run_backup(tmp_path, github, mongo_db, redis_prefix, [request("b2", "pub-a")])
+    assert writes(github, again_from) == []
+    assert {i["status"] for i in load_items(mongo_db, "b2")} == {"unchanged"}
+    assert load_backup(mongo_db, "b2")["status"] == "done"
+
+
+def test_bad_requests_and_faults_end_as_failed_backups_or_items_never_stuck(
+    tmp_path, github, repo, mongo_db, redis_prefix, caplog
+):
+    link_user(mongo_db, "alice", repo.full_name, Secret(TOKEN))
+    add_posts(mongo_db, "pub-a", 4)
+    mongo_db.posts.insert_many(
+        [
+            {"_id": "../../.github/evil", "publicationId": "pub-a", "title": "x", "slug": "x"},
+            {
+                "_id": "huge",
+                "publicationId": "pub-a",
+                "slug": "huge",
+                "contentMarkdown": "x" * 5000,
+            },
+        ]
+    )
+    link_user(mongo_db, "carol", repo.full_name, Secret(OTHER_TOKEN))  # revoked below
+    link_user(mongo_db, "dave", "dave/no-such-repo", Secret(TOKEN))
+    add_posts(mongo_db, "pub-c", 2, author="carol")
+    add_posts(mongo_db, "pub-d", 2, author="dave")
+    github.revoke(OTHER_TOKEN)
+    github.configure(fail_next=[{"status": 502}, {"status": 503}])  # GitHub down, briefly
+    bad_json = b'{"id":"r1","type":"backup_requested","v":1}'
+    no_user = request("b-nouser", "pub-a", user_id=None)
+
+    run_backup(
+        tmp_path,
+        github,
+        mongo_db,
+        redis_prefix,
+        [
+            request("b-a", "pub-a"),
+            request("b-unknown", "pub-missing"),
+            request("b-unlinked", "pub-a", user_id="erin"),
+            request("b-c", "pub-c", user_id="carol"),
+            request("b-d", "pub-d", user_id="dave"),
+            no_user,
+            bad_json,
+        ],
+        "--max-post-bytes=2000",
+    )
+
+    a = load_backup(mongo_db, "b-a")
+    assert (a["status"], a["total"], a["done"], a["failed"]) == ("failed", 6, 4, 2)
+    failed = {i["postId"]: i for i in load_items(mongo_db, "b-a") if i["status"] == "failed"}
+    assert "not safe" in failed["../../.github/evil"]["error"]
+    assert failed["../../.github/evil"]["path"] is None
+    assert "over the 2,000-byte limit" in failed["huge"]["error"]
+    assert not any(".github" in path for path in tree_paths(repo))
+
+    unknown = load_backup(mongo_db, "b-unknown")
+    assert unknown["status"] == "failed" and "unknown or has no posts" in unknown["error"]
+    unlinked = load_backup(mongo_db, "b-unlinked")
+    assert unlinked["status"] == "failed" and "no GitHub repository linked" in unlinked["error"]
+    for backup_id, status in (("b-c", 401), ("b-d", 404)):
+        stored = load_backup(mongo_db, backup_id)
+        assert (stored["status"], stored["done"], stored["failed"]) == ("failed", 0, 2)
+        errors = {i["error"] for i in load_items(mongo_db, backup_id)}
+        assert len(errors) == 1 and f"answered {status}" in errors.pop()
+    assert mongo_db.backup_items.count_documents({}) == 6 + 2 + 2
+    assert all(b["status"] != "running" for b in mongo_db.backups.find())
+
+    dead = list(mongo_db.deadletters.find({"pipeline": "backup"}))
+    assert sorted(d["stage"] for d in dead) == ["parse", "plan"]
+    assert "no userId" in next(d for d in dead if d["stage"] == "plan")["error"]
+    everything = json.dumps(
+        [list(mongo_db[c].find()) for c in ("backups", "backup_items")], default=str
+    )
+    for secret in (TOKEN, OTHER_TOKEN):
+        assert secret not in everything and secret not in caplog.text
+
+    # the cause mended, the same request resumes the failed backup: only dave's posts are written
+    gh = client(github)
+    fixed = gh.get_user().create_repo(f"{repo.name}-dave", auto_init=True)
+    link_user(mongo_db, "dave", fixed.full_name, Secret(TOKEN))
+    before = len(github.requests())
+    run_backup(tmp_path, github, mongo_db, redis_prefix, [request("b-d", "pub-d", user_id="dave")])
+    assert len(writes(github, before)) == 3
+    resumed = load_backup(mongo_db, "b-d")
+    assert (resumed["status"], resumed["done"], resumed["failed"]) == ("done", 2, 0)
+    assert {i["status"] for i in load_items(mongo_db, "b-d")} == {"committed"}
+    gh.close()
+
+
+def test_streaming_writes_overlapping_backups_of_one_repository_one_after_another(
+    github, repo, mongo_db, redis_prefix
+):
+    link_user(mongo_db, "alice", repo.full_name, Secret(TOKEN))
+    one = add_posts(mongo_db, "pub-1", 12)
+    two = add_posts(mongo_db, "pub-2", 9)
+    records = [
+        SourceRecord(request(backup_id, pub), f"msg-{backup_id}")
+        for backup_id, pub in (("s1", "pub-1"), ("s2", "pub-2"), ("s1", "pub-1"))
+    ]
+    before = len(github.requests())
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    stream = TestStream().add_elements(records).advance_watermark_to_infinity()
+    with beam.Pipeline(runner=BundleBasedDirectRunner(), options=options) as p:
+        events = (p | stream | ParseEvents(accept={"backup_requested"}, event_time=False)).events
+        _ = events | backup.BackUpPublications(
+            streaming=True,
+            mongo_uri=None,
+            database=mongo_db.name,
+            api_url=github.url,
+            posts_per_commit=5,
+            write_interval=0,
+        )
+    for backup_id, posts in (("s1", one), ("s2", two)):
+        stored = load_backup(mongo_db, backup_id)
+        assert (stored["status"], stored["done"], stored["total"]) == (
+            "done",
+            len(posts),
+            len(posts),
+        )
+    paths = {post_path(BackupPost.from_document(p)) for p in one + two}
+    assert paths <= tree_paths(repo)
+    made = writes(github, before)
+    # 3 + 2 commits; serialised, so no commit was ever rebuilt after a 422
+    assert len(made) == 15 and all(r["status"] in (200, 201) for r in made)
+
+
+def test_two_backup_jobs_at_once_on_one_repository_both_complete(
+    tmp_path, github, repo, mongo_db, redis_prefix
+):
+    link_user(mongo_db, "alice", repo.full_name, Secret(TOKEN))
+    one = add_posts(mongo_db, "pub-x", 40)
+    two = add_posts(mongo_db, "pub-y", 40)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    jobs = []
+    for backup_id, pub in (("x1", "pub-x"), ("y1", "pub-y")):
+        path = tmp_path / f"{backup_id}.jsonl"
+        path.write_bytes(request(backup_id, pub) + b"\n")
+        jobs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "blogflow.pipelines.backup",
+                    f"--source=file://{path}",
+                    f"--mongo-db={mongo_db.name}",
+                    f"--redis-prefix={redis_prefix}",
+                    f"--github-api-url={github.url}",
+                    "--write-interval=0",
+                    "--posts-per-commit=5",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+        )
+    results = []
+
+    def wait(job):
+        _, err = job.communicate(timeout=180)
+        results.append((job.returncode, err[-2000:]))
+
+    threads = [threading.Thread(target=wait, args=(job,)) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [code for code, _ in results] == [0, 0], results
+    for backup_id, posts in (("x1", one), ("y1", two)):
+        stored = load_backup(mongo_db, backup_id)
+        assert (stored["status"], stored["done"]) == ("done", len(posts))
+    paths = {post_path(BackupPost.from_document(p)) for p in one + two}
+    assert paths <= tree_paths(repo)  # no commit of one job undid the other's
