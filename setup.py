@@ -25,6 +25,7 @@ EXTRAS = {
         "moto[server]>=5.0,<6",
         "nx-27017>=0.8,<0.9",
         "psutil>=5.9,<8",
+        "playwright>=1.50,<2",  # drives Debian's /usr/bin/chromium; no browser download
         "ruff>=0.6",
         "mypy>=1.10",
     ],

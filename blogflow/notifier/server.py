@@ -3,11 +3,23 @@
 A browser connects to ``ws://HOST:PORT/ws?token=TOKEN`` with a token from
 :func:`blogflow.tokens.sign_user`. A missing, forged or expired token is refused (close
 code 4401) before anything is sent. An accepted connection is registered in Redis, is
-sent the latest progress of each of the user's backups at once, and then every progress
+sent the latest progress of each of the user's backups and the last status of their
+other posts at once (:func:`blogflow.io.progress.replay`), and then every progress
 message published for that user (:func:`blogflow.io.progress.publish_progress`) and for
 no one else. Every notifier process listens to all users' channels through one Redis
 subscription and forwards to its own connections, so several processes can serve one
 site behind a load balancer.
+
+The same port answers a few plain HTTP GETs (websockets' ``process_request`` hook,
+:func:`_route`), each with ``Cache-Control: no-store``, ``Referrer-Policy: no-referrer``
+(the token is in the URL) and a Content-Security-Policy:
+
+* ``/backups/<backupId>?token=TOKEN`` -- the live progress page
+  (:mod:`blogflow.notifier.page`), for a ``backupId`` of 1-128 letters, digits, ``_``
+  or ``-``; the page itself connects to ``/ws``;
+* ``/ws`` -- the WebSocket handshake; a GET without ``Upgrade: websocket`` gets 426;
+* ``/healthz`` -- 200 ``ok``;
+* anything else -- 404.
 
 Run it with ``blogflow notifier serve`` (``BLOGFLOW_SECRET_KEY`` and ``REDIS_URL`` set).
 """
@@ -16,16 +28,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
+import http
 import logging
+import re
 import uuid
 from collections import defaultdict
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
 
 from blogflow.io import progress
 from blogflow.io import redis as redis_io
+from blogflow.notifier import page
 from blogflow.tokens import TokenError, verify_user
 
 __all__ = ["UNAUTHORIZED", "Notifier"]
@@ -34,6 +52,65 @@ _LOGGER = logging.getLogger(__name__)
 
 #: The close code of a connection refused for its token.
 UNAUTHORIZED = 4401
+
+_BACKUP_PATH = re.compile(rf"/backups/{page.BACKUP_ID_PATTERN.pattern}")
+# A Host header worth naming in the page's connect-src (else only 'self' is allowed).
+_HOST = re.compile(r"(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
+_NO_ACTIVE_CONTENT = "default-src 'none'; frame-ancestors 'none'"
+
+
+def _http_response(
+    status: http.HTTPStatus,
+    body: bytes,
+    content_type: str,
+    policy: str = _NO_ACTIVE_CONTENT,
+    extra: tuple[tuple[str, str], ...] = (),
+) -> Response:
+    headers = Headers(
+        [
+            ("Date", email.utils.formatdate(usegmt=True)),
+            ("Connection", "close"),
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            ("Referrer-Policy", "no-referrer"),
+            ("X-Content-Type-Options", "nosniff"),
+            ("X-Frame-Options", "DENY"),
+            ("Content-Security-Policy", policy),
+            *extra,
+        ]
+    )
+    return Response(status.value, status.phrase, headers, body)
+
+
+def _text(status: http.HTTPStatus, text: str, *extra: tuple[str, str]) -> Response:
+    return _http_response(status, text.encode(), "text/plain; charset=utf-8", extra=extra)
+
+
+def _route(connection: ServerConnection, request: Request) -> Response | None:
+    """websockets' ``process_request``: ``None`` lets ``/ws`` go on to the WebSocket
+    handshake; every other request is answered here, as plain HTTP."""
+    path = urlsplit(request.path).path
+    if path == "/ws":
+        if "websocket" not in (request.headers.get("Upgrade") or "").lower():
+            return _text(
+                http.HTTPStatus.UPGRADE_REQUIRED,
+                "This is the notifier's WebSocket endpoint.\n",
+                ("Upgrade", "websocket"),
+            )
+        return None
+    if path == "/healthz":
+        return _text(http.HTTPStatus.OK, "ok\n")
+    if _BACKUP_PATH.fullmatch(path):
+        host = request.headers.get("Host") or ""
+        sources = (f"ws://{host}", f"wss://{host}") if _HOST.fullmatch(host) else ()
+        return _http_response(
+            http.HTTPStatus.OK,
+            page.PAGE_HTML,
+            "text/html; charset=utf-8",
+            policy=page.content_security_policy(sources),
+        )
+    return _text(http.HTTPStatus.NOT_FOUND, "Not found.\n")
 
 
 class Notifier:
@@ -76,7 +153,7 @@ class Notifier:
         await progress.register(self._redis, connection_id, user_id, self._prefix)
         self._connections[user_id].add(connection)
         try:
-            for message in await progress.latest_progress(self._redis, user_id, self._prefix):
+            for message in await progress.replay(self._redis, user_id, self._prefix):
                 await connection.send(message)
             await connection.wait_closed()
         finally:
@@ -111,7 +188,7 @@ class Notifier:
         await self._redis.ping()  # fail now, clearly, rather than wait for a subscription
         self._forwarder = asyncio.create_task(self._forward())
         await self._listening.wait()
-        self._server = await serve(self._handle, host, port)
+        self._server = await serve(self._handle, host, port, process_request=_route)
         return int(self._server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
