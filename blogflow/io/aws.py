@@ -57,7 +57,8 @@ def _config(read_timeout: float, max_attempts: int) -> Config:
     return Config(
         connect_timeout=CONNECT_TIMEOUT,
         read_timeout=read_timeout,
-        retries={"mode": "standard", "max_attempts": max_attempts},
+        # total_max_attempts counts the first attempt too; botocore's max_attempts does not.
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
         tcp_keepalive=True,
     )
 
@@ -66,6 +67,7 @@ def make_client(
     service: str,
     *,
     region_name: str | None = None,
+    endpoint_url: str | None = None,
     read_timeout: float = READ_TIMEOUT,
     max_attempts: int = MAX_ATTEMPTS,
 ) -> Any:
@@ -78,6 +80,8 @@ def make_client(
     Args:
         service: the AWS service name, e.g. ``"sqs"``.
         region_name: overrides ``AWS_DEFAULT_REGION`` / the profile's region.
+        endpoint_url: overrides the environment's endpoint (e.g. an API Gateway stage's
+            callback URL).
         read_timeout: seconds to wait for a response; keep it above any long-poll wait.
         max_attempts: attempts per call, retries with backoff included.
 
@@ -90,7 +94,10 @@ def make_client(
         raise ValueError(f"max_attempts must be at least 1, got {max_attempts!r}")
     session = boto3.session.Session()
     return session.client(
-        service, region_name=region_name, config=_config(read_timeout, max_attempts)
+        service,
+        region_name=region_name,
+        endpoint_url=endpoint_url,
+        config=_config(read_timeout, max_attempts),
     )
 
 
