@@ -230,6 +230,41 @@ def result(array_id: str, mongo_uri: str | None, mongo_db: str, as_json: bool) -
 
 
 @cli.group()
+def backups() -> None:
+    """Inspect backups to GitHub (MongoDB 'backups' and 'backup_items')."""
+
+
+@backups.command("show", no_args_is_help=True)
+@click.argument("backup_id")
+@_mongo_options
+@click.option("--json", "as_json", is_flag=True, help="Print the backup and its items as JSON.")
+def backups_show(backup_id: str, mongo_uri: str | None, mongo_db: str, as_json: bool) -> None:
+    """Print BACKUP_ID's status and every post's result (exit status 1 when unknown)."""
+    from blogflow.io.backups import load_backup, load_items
+
+    db = _database(mongo_uri, mongo_db)
+    doc = load_backup(db, backup_id)
+    if doc is None:
+        raise click.ClickException(f"no backup {backup_id!r} is stored")
+    items = load_items(db, backup_id)
+    if as_json:
+        click.echo(json.dumps({**doc, "items": items}, default=str))
+        return
+    click.echo(
+        f"backup {doc['_id']} of {doc.get('publicationId')} for {doc.get('userId')}: "
+        f"{doc.get('status')}, {doc.get('done')}/{doc.get('total')} posts backed up, "
+        f"{doc.get('failed')} failed; started {doc.get('startedAt')}, "
+        f"finished {doc.get('finishedAt') or '-'}"
+    )
+    if doc.get("error"):
+        click.echo(f"error: {doc['error']}")
+    for item in items:
+        sha = (item.get("commitSha") or "")[:12]
+        detail = item.get("error") or item.get("path") or ""
+        click.echo(f"  {item['status']:<9} {item['postId']}  {detail}  {sha}".rstrip())
+
+
+@cli.group()
 def deadletters() -> None:
     """Inspect the messages pipelines rejected (MongoDB 'deadletters')."""
 

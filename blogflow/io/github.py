@@ -31,6 +31,7 @@ from blogflow.transforms.backups import git_blob_sha
 
 __all__ = [
     "GitHubError",
+    "create_repository",
     "RepoAccessError",
     "RepoWriter",
     "WriteResult",
@@ -47,6 +48,23 @@ GITHUB_API = "https://api.github.com"
 def default_api_url() -> str:
     """``GITHUB_API_URL`` from the environment, else GitHub's public API."""
     return os.environ.get("GITHUB_API_URL") or GITHUB_API
+
+
+def create_repository(name: str, token: Secret, *, api_url: str | None = None) -> str:
+    """Creates a repository of the token's user with a first commit (``POST /user/repos``,
+    ``auto_init``); returns its ``owner/name``. For the demo and for setting up tests."""
+    client = Github(
+        auth=Auth.Token(token.reveal()), base_url=api_url or default_api_url(), retry=None
+    )
+    try:
+        return str(client.get_user().create_repo(name, auto_init=True).full_name)
+    except GithubException as error:
+        raise GitHubError(
+            f"creating repository {name}: GitHub answered {error.status} ({_message(error)})",
+            error.status,
+        ) from None
+    finally:
+        client.close()
 
 
 class GitHubError(RuntimeError):

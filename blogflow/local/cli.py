@@ -68,10 +68,10 @@ def up(env_file: Path | None, state_dir: Path, no_pubsub: bool) -> None:
     for name, address in stack.addresses.items():
         record = stack.records[name]
         click.echo(
-            f"{name:<7} {address:<30} pid {record.pid:<7} up in {record.startup_seconds:.2f} s"
+            f"{name:<8} {address:<30} pid {record.pid:<7} up in {record.startup_seconds:.2f} s"
         )
     for name, reason in stack.skipped.items():
-        click.echo(f"{name:<7} skipped: {reason}")
+        click.echo(f"{name:<8} skipped: {reason}")
     click.echo(f"env file: {stack.env_file}")
     where = f" --state-dir {state_dir}" if state_dir != DEFAULT_STATE_DIR else ""
     click.echo(f"load it:  eval \"$(blogflow local env{where} | sed 's/^/export /')\"")
@@ -98,7 +98,7 @@ def down(state_dir: Path, timeout: float) -> None:
         click.echo(f"No local stack is recorded in {state_dir}.")
         return
     for name, outcome in outcomes.items():
-        click.echo(f"{name:<7} {outcome}")
+        click.echo(f"{name:<8} {outcome}")
 
 
 @local.command()

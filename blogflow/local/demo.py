@@ -5,8 +5,10 @@ packets, adds a redelivered packet and two bad messages, drains the queue with t
 pipeline on FnApiRunner, and prints the sums stored in MongoDB and Redis and the dead
 letters. Then it puts a day of a small site's events (posts, follows, views, likes,
 comments, one redelivered) on a two-shard Kinesis stream, drains it with the feed job
-and prints a sample user's feed from Redis. It leaves the stack running so the results
-can be explored; ``blogflow local down`` stops it.
+and prints a sample user's feed from Redis. Last, it links a user to a repository on the
+GitHub stand-in, asks for a backup of a publication over SQS, runs the backup job and
+prints each post's result and the address of the live progress page. It leaves the stack
+running so the results can be explored; ``blogflow local down`` stops it.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ def run_demo(
     from blogflow.pipelines import summing
     from blogflow.transforms.summing import split_array
 
-    stack = LocalStack(state_dir=state_dir, services=("redis", "mongo", "moto")).up()
+    stack = LocalStack(
+        state_dir=state_dir, services=("redis", "mongo", "moto", "github", "notifier")
+    ).up()
     os.environ.update(stack.env)
     echo("local stack: " + ", ".join(f"{k} {v}" for k, v in sorted(stack.addresses.items())))
 
@@ -84,10 +88,11 @@ def run_demo(
     client.close()
     cache.close()
     right = _feed_demo(echo) and right
+    right = _backup_demo(echo, stack.env["NOTIFIER_URL"]) and right
     echo(
         "The stack is still running: try `blogflow result ARRAY_ID`, "
-        f"`blogflow feed show {DEMO_READER}` or `blogflow deadletters list`; "
-        "stop it with `blogflow local down`."
+        f"`blogflow feed show {DEMO_READER}`, `blogflow backups show BACKUP_ID` or "
+        "`blogflow deadletters list`; stop it with `blogflow local down`."
     )
     return right
 
@@ -171,3 +176,66 @@ def _feed_demo(echo: Callable[[str], None]) -> bool:
     for rank, (post_id, score) in enumerate(posts, 1):
         echo(f"  {rank}. {post_id}  {score:.3f}")
     return len(posts) == len(_DEMO_POSTS)
+
+
+DEMO_WRITER = "demo-writer"
+
+
+def _backup_demo(echo: Callable[[str], None], notifier_url: str) -> bool:
+    from blogflow.events import make_event
+    from blogflow.io import mongo, sqs
+    from blogflow.io.backups import load_backup, load_items
+    from blogflow.io.github import create_repository
+    from blogflow.io.users import link_user
+    from blogflow.pipelines import backup
+    from blogflow.tokens import Secret, sign_user
+
+    suffix = uuid.uuid4().hex[:8]
+    token = Secret(f"ghp_demo_{uuid.uuid4().hex}")
+    repo = create_repository(f"blog-backup-{suffix}", token)
+    client, db = mongo.connect(None, mongo.DEFAULT_DATABASE)
+    try:
+        link_user(db, DEMO_WRITER, repo, token)
+        publication = f"pub-demo-{suffix}"
+        db["posts"].insert_many(
+            [
+                {
+                    "_id": f"p{n}-{suffix}",
+                    "publicationId": publication,
+                    "authorId": DEMO_WRITER,
+                    "title": post_id.replace("-", " ").title(),
+                    "slug": post_id,
+                    "tags": tags,
+                    "contentMarkdown": f"# {post_id}\n\nWritten by {author}.\n",
+                    "updatedAt": DEMO_AS_OF,
+                }
+                for n, (post_id, author, tags) in enumerate(_DEMO_POSTS, 1)
+            ]
+        )
+        echo(f"linked {DEMO_WRITER} to {repo} on the GitHub stand-in (token stored encrypted)")
+        backup_id = f"backup-{suffix}"
+        queue = f"blogflow-demo-backups-{suffix}"
+        sqs.create_queue(queue)
+        request = make_event(
+            "backup_requested",
+            {"backupId": backup_id, "publicationId": publication},
+            user_id=DEMO_WRITER,
+        )
+        sqs.send_messages(queue, [request.to_json()])
+        args = [f"--source=sqs://{queue}", "--drain", "--idle-timeout=2"]
+        echo("running: blogflow run backup " + " ".join(args))
+        backup.run(args)
+        stored = load_backup(db, backup_id) or {}
+        items = load_items(db, backup_id)
+    finally:
+        client.close()
+    echo(
+        f"backup {backup_id}: {stored.get('status')}, {stored.get('done')}/{stored.get('total')} "
+        f"posts backed up, {stored.get('failed')} failed"
+    )
+    for item in items:
+        sha = (item.get("commitSha") or "")[:10]
+        echo(f"  {item['status']:<9} {item['path']}  {sha}")
+    page = f"{notifier_url}/backups/{backup_id}?token={sign_user(DEMO_WRITER)}"
+    echo(f"progress page (valid for an hour): {page}")
+    return stored.get("status") == "done" and len(items) == len(_DEMO_POSTS)

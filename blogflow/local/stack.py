@@ -1,8 +1,11 @@
 """The local stack: real servers on free loopback ports, for the demo and the tests.
 
 `LocalStack` starts ``redis-server``, ``nx-27017`` (a MongoDB wire-protocol server),
-``moto_server`` (SQS, Kinesis, DynamoDB, ...) and, where it is installed, the Google Cloud
-Pub/Sub emulator, each as a child process in its own session on a free ``127.0.0.1`` port.
+``moto_server`` (SQS, Kinesis, DynamoDB, ...), the GitHub stand-in, the WebSocket notifier
+(once Redis answers) and, where it is installed, the Google Cloud Pub/Sub emulator, each
+as a child process in its own session on a free ``127.0.0.1`` port. A stack with the
+notifier also gets a ``BLOGFLOW_SECRET_KEY`` (the environment's, else a fresh random one),
+which signs browser tokens and encrypts linked GitHub tokens.
 It waits until every server answers a real request, then writes two files into its state
 directory (``.blogflow/`` by default):
 
@@ -25,6 +28,7 @@ import importlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -62,7 +66,8 @@ STATE_FILE_NAME = "stack.json"
 PUBSUB_EMULATOR_PATH = Path(
     "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
 )
-ALL_SERVICES: tuple[str, ...] = ("redis", "mongo", "moto", "pubsub", "github")
+ALL_SERVICES: tuple[str, ...] = ("redis", "mongo", "moto", "pubsub", "github", "notifier")
+_SECRET_KEY_VARIABLE = "BLOGFLOW_SECRET_KEY"
 
 _HOST = "127.0.0.1"
 _STATE_VERSION = 1
@@ -116,6 +121,8 @@ class _ServiceSpec:
     env: Callable[[int], dict[str, str]]
     address: Callable[[int], str]
     deadline_seconds: float = 30.0
+    #: Services whose env this one needs: it is started once they answer.
+    after: tuple[str, ...] = ()
 
 
 @dataclass
@@ -311,6 +318,27 @@ def _github_command(port: int, state_dir: Path) -> list[str]:
     return [sys.executable, "-m", "blogflow.local.github", "--host", _HOST, "--port", str(port)]
 
 
+def _probe_notifier(port: int) -> None:
+    status, body = _http_get(f"http://{_HOST}:{port}/healthz")
+    if status != 200:
+        raise LocalStackError(f"the notifier answered HTTP {status}: {body[:200]!r}")
+
+
+def _notifier_command(port: int, state_dir: Path) -> list[str]:
+    # REDIS_URL and BLOGFLOW_SECRET_KEY come from the environment it is started with.
+    return [
+        sys.executable,
+        "-m",
+        "blogflow.cli",
+        "notifier",
+        "serve",
+        "--host",
+        _HOST,
+        "--port",
+        str(port),
+    ]
+
+
 def _pubsub_command(port: int, state_dir: Path) -> list[str]:
     emulator = find_pubsub_emulator()
     if emulator is None:
@@ -359,6 +387,14 @@ _SERVICES: dict[str, _ServiceSpec] = {
         probe=_probe_github,
         env=lambda port: {"GITHUB_API_URL": f"http://{_HOST}:{port}"},
         address=lambda port: f"http://{_HOST}:{port}",
+    ),
+    "notifier": _ServiceSpec(
+        name="notifier",
+        command=_notifier_command,
+        probe=_probe_notifier,
+        env=lambda port: {"NOTIFIER_URL": f"http://{_HOST}:{port}"},
+        address=lambda port: f"http://{_HOST}:{port}",
+        after=("redis",),
     ),
 }
 
@@ -538,7 +574,10 @@ def _write_env(env_file: Path, env: Mapping[str, str]) -> None:
 
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
+    # Owner-only: the env file may hold the stack's BLOGFLOW_SECRET_KEY.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
     os.replace(tmp, path)
 
 
@@ -651,8 +690,20 @@ class LocalStack:
             return self
         if not wanted:
             raise LocalStackError(f"none of the services {list(self.services)} can be started")
+        for name in wanted:
+            missing = set(_SERVICES[name].after) - set(wanted)
+            if missing:
+                raise LocalStackError(f"{name} needs {sorted(missing)} in the same stack")
+        if "notifier" in wanted:
+            self.env[_SECRET_KEY_VARIABLE] = os.environ.get(
+                _SECRET_KEY_VARIABLE
+            ) or secrets.token_urlsafe(48)
         try:
-            self._start(wanted)
+            first = [name for name in wanted if not _SERVICES[name].after]
+            self._start(first)
+            for name in first:
+                self.env.update(_SERVICES[name].env(self.records[name].port))
+            self._start([name for name in wanted if _SERVICES[name].after])
         except BaseException:
             self._stop_records(list(self.records.values()))
             self.records.clear()
@@ -726,6 +777,7 @@ class LocalStack:
             log.flush()
             popen = subprocess.Popen(
                 command,
+                env={**os.environ, **self.env},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

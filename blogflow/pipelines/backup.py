@@ -47,7 +47,7 @@ __all__ = ["NAME", "BackUpPublications", "BackupOptions", "build", "run"]
 _LOGGER = logging.getLogger(__name__)
 
 NAME = "backup"
-NOTIFY_CHOICES = ("redis", "none")
+NOTIFY_CHOICES = ("redis", "apigateway", "none")
 
 
 class BackupOptions(PipelineOptions):
@@ -94,7 +94,24 @@ class BackupOptions(PipelineOptions):
             choices=NOTIFY_CHOICES,
             default="redis",
             help="where progress goes: redis (the WebSocket notifier, `blogflow notifier "
-            "serve`) or none (default: %(default)s)",
+            "serve`), apigateway (an API Gateway WebSocket API: --apigateway-endpoint and "
+            "--connections-table) or none (default: %(default)s)",
+        )
+        group.add_argument(
+            "--apigateway-endpoint",
+            "--apigateway_endpoint",
+            dest="apigateway_endpoint",
+            default=None,
+            help="with --notify apigateway: the WebSocket API stage's callback URL, "
+            "https://ID.execute-api.REGION.amazonaws.com/STAGE",
+        )
+        group.add_argument(
+            "--connections-table",
+            "--connections_table",
+            dest="connections_table",
+            default=None,
+            help="with --notify apigateway: the DynamoDB table of connectionId → userId "
+            "(index byUserId)",
         )
 
 
@@ -174,6 +191,12 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
     if backup.notify == "redis":
         _ = backups["progress"] | "NotifyProgress" >> NotifyProgress(
             "redis", redis_url=stores.redis_url, prefix=stores.redis_prefix
+        )
+    elif backup.notify == "apigateway":
+        _ = backups["progress"] | "NotifyProgress" >> NotifyProgress(
+            "apigateway",
+            endpoint_url=backup.apigateway_endpoint,
+            table=backup.connections_table,
         )
     _ = (
         (parsed[REJECTED], backups["rejected"])

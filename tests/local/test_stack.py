@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import types
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -330,3 +331,38 @@ def test_cli_without_a_stack(tmp_path: Path) -> None:
     result = runner.invoke(local, ["down", "--state-dir", str(tmp_path)])
     assert result.exit_code == 0
     assert "No local stack is recorded" in result.output
+
+
+# ------------------------------------------------------------------ the notifier service
+
+
+def test_the_notifier_starts_after_redis_with_a_secret_key_of_the_stack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    from blogflow.tokens import sign_user
+
+    monkeypatch.delenv("BLOGFLOW_SECRET_KEY", raising=False)
+    with LocalStack(state_dir=tmp_path, services=("notifier", "redis")) as stack:
+        key = stack.env["BLOGFLOW_SECRET_KEY"]
+        assert len(key) >= 32 and load_env(tmp_path / "local.env")["BLOGFLOW_SECRET_KEY"] == key
+        assert (tmp_path / "local.env").stat().st_mode & 0o077 == 0  # owner-only
+        url = stack.env["NOTIFIER_URL"]
+        with urllib.request.urlopen(url + "/healthz", timeout=5) as response:  # noqa: S310
+            assert response.read().strip() == b"ok"
+        ws = url.replace("http://", "ws://") + "/ws?token="
+        with connect(ws + sign_user("u1", secret_key=key), open_timeout=5) as accepted:
+            accepted.ping().wait(5)  # signed with the stack's key: accepted
+        with connect(ws + sign_user("u1", secret_key="x" * 40), open_timeout=5) as refused:
+            with pytest.raises(ConnectionClosed):
+                refused.recv(timeout=5)
+            assert refused.close_code == 4401
+        assert key not in (tmp_path / "logs" / "notifier.log").read_text()
+
+
+def test_the_notifier_without_redis_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    with pytest.raises(LocalStackError, match=r"notifier needs \['redis'\]"):
+        LocalStack(state_dir=tmp_path, services=("notifier",)).up()
+    assert not (tmp_path / STATE_FILE_NAME).exists()

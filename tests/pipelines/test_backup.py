@@ -17,8 +17,10 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 from apache_beam.testing.test_stream import TestStream
+from click.testing import CliRunner
 from github import Auth, Github
 
+from blogflow.cli import cli
 from blogflow.events import SourceRecord, make_event
 from blogflow.io import redis as redis_io
 from blogflow.io.backups import load_backup, load_items
@@ -164,6 +166,20 @@ def test_a_publication_is_backed_up_in_few_commits_and_a_replay_changes_nothing(
     assert writes(github, again_from) == []
     assert {i["status"] for i in load_items(mongo_db, "b2")} == {"unchanged"}
     assert load_backup(mongo_db, "b2")["status"] == "done"
+
+    shown = CliRunner().invoke(cli, ["backups", "show", "b1", "--mongo-db", mongo_db.name])
+    assert shown.exit_code == 0, shown.output
+    assert "done, 30/30 posts backed up, 0 failed" in shown.output
+    assert shown.output.count("committed") == 30
+    missing = CliRunner().invoke(cli, ["backups", "show", "nope", "--mongo-db", mongo_db.name])
+    assert missing.exit_code == 1 and "no backup 'nope'" in missing.output
+
+
+def test_a_bad_notifier_setting_is_a_clear_error(tmp_path, github, mongo_db, redis_prefix):
+    with pytest.raises(SystemExit, match="apigateway backend needs endpoint_url"):
+        run_backup(tmp_path, github, mongo_db, redis_prefix, [], "--notify=apigateway")
+    with pytest.raises(SystemExit, match="posts-per-commit must be positive"):
+        run_backup(tmp_path, github, mongo_db, redis_prefix, [], "--posts-per-commit=0")
 
 
 def test_bad_requests_and_faults_end_as_failed_backups_or_items_never_stuck(
