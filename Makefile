@@ -1,4 +1,4 @@
-# blogflow: `make demo` runs the summing and feed jobs on a local stack; `make test` runs every test.
+# blogflow: `make demo` runs the summing, feed and backup jobs on a local stack; `make test` runs every test.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -55,6 +55,8 @@ bench: system-deps
 	$(BIN)/python benchmarks/summing.py
 	$(BIN)/python benchmarks/feed_windows.py
 	$(BIN)/python benchmarks/feed_materialize.py
+	$(BIN)/python benchmarks/backup_requests.py
+	$(BIN)/python benchmarks/notifier_latency.py
 
 down:
 	-$(BIN)/blogflow local down

@@ -428,7 +428,8 @@ def notifier() -> None:
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
 @_redis_options
 def notifier_serve(host: str, port: int, redis_url: str | None, redis_prefix: str) -> None:
-    """Serve ws://HOST:PORT/ws?token=... until interrupted (needs $BLOGFLOW_SECRET_KEY)."""
+    """Serve ws://HOST:PORT/ws?token=... and the progress pages /backups/BACKUP_ID?token=...
+    until interrupted (needs $BLOGFLOW_SECRET_KEY)."""
     import asyncio
 
     from blogflow.notifier.server import Notifier
@@ -440,7 +441,11 @@ def notifier_serve(host: str, port: int, redis_url: str | None, redis_prefix: st
     async def serve() -> None:
         server = Notifier(redis_url=redis_url, prefix=redis_prefix)
         bound = await server.start(host, port)
-        click.echo(f"notifier listening on ws://{host}:{bound}/ws", err=True)
+        click.echo(
+            f"notifier listening on ws://{host}:{bound}/ws; progress pages at "
+            f"http://{host}:{bound}/backups/BACKUP_ID?token=TOKEN",
+            err=True,
+        )
         try:
             await asyncio.Event().wait()
         finally:
