@@ -230,25 +230,31 @@ class RepoWriter:
             ]
             new_tree = self._call("writing", repo.create_git_tree, elements, head.tree)
             commit = self._call("writing", repo.create_git_commit, message, new_tree, [head])
-            try:
-                self._pacer.wait()
-                ref.edit(commit.sha, force=False)
-            except GithubException as error:
-                if error.status != 422:
-                    # throttled or failed: the same update again, waited and bounded
-                    self._call("writing", ref.edit, commit.sha, force=False)
-                else:
-                    _LOGGER.info(
-                        "%s moved while writing (%s); rebuilding the commit on the new head",
-                        self._repo_name,
-                        _message(error),
-                    )
-                    continue
+            # Throttled or failed updates are retried (waited, bounded) by _call; a 422 on
+            # any of them means another writer moved the branch: build on its head.
+            if not self._call("writing", _fast_forward, ref, commit.sha):
+                _LOGGER.info(
+                    "%s moved while writing; rebuilding the commit on the new head",
+                    self._repo_name,
+                )
+                continue
             return WriteResult(commit.sha, tuple(p for p, _ in changed), unchanged, attempt)
         raise GitHubError(
             f"writing {self._repo_name}: the branch kept moving over {self._max_attempts} attempts",
             422,
         )
+
+
+def _fast_forward(ref: Any, sha: str) -> bool:
+    """Moves ``ref`` to ``sha`` without force; False when GitHub answers 422 (not a fast
+    forward: the branch moved)."""
+    try:
+        ref.edit(sha, force=False)
+    except GithubException as error:
+        if error.status == 422:
+            return False
+        raise
+    return True
 
 
 def _message(error: GithubException) -> str:

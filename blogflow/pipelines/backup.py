@@ -222,5 +222,5 @@ def run(argv: Sequence[str] | None = None) -> PipelineResult:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
+    logging.basicConfig(level=logging.INFO, force=True)  # Beam configured the root logger on import
     run()

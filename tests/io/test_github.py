@@ -157,3 +157,26 @@ def test_content_creating_requests_are_paced_per_token_across_writers(github, un
     for writer in writers:
         writer.close()
     client.close()
+
+
+def test_a_failed_ref_update_retried_after_another_commit_landed_is_rebuilt(github, repo):
+    ours = RepoWriter(repo.full_name, Secret(TOKEN), api_url=github.url)
+    theirs = RepoWriter(repo.full_name, Secret(TOKEN), api_url=github.url)
+    target = ours._repository()
+    create_commit, raced = target.create_git_commit, []
+
+    def commit_then_race(*args, **kwargs):
+        made = create_commit(*args, **kwargs)
+        if not raced:  # their commit lands, then GitHub fails our ref update once
+            raced.append(theirs.write([("posts/theirs.md", b"theirs\n")], "theirs"))
+            github.configure(fail_next=[{"status": 502}])
+        return made
+
+    target.create_git_commit = commit_then_race
+    result = ours.write([("posts/ours.md", b"ours\n")], "ours")
+
+    assert result.commit_sha and result.attempts == 2  # 502, retried: 422, rebuilt: landed
+    updates = [r["status"] for r in github.requests() if r["method"] == "PATCH"]
+    assert updates[-3:] == [502, 422, 200]
+    head = repo.get_git_commit(repo.get_git_ref("heads/main").object.sha)
+    assert head.sha == result.commit_sha and head.parents[0].sha == raced[0].commit_sha
