@@ -310,12 +310,12 @@ def test_cli_up_env_down(tmp_path: Path) -> None:
         printed = _run_cli(tmp_path, "env", "--state-dir", "st")
         assert printed.returncode == 0, printed.stderr
         env = dict(line.split("=", 1) for line in printed.stdout.splitlines())
-        assert set(env) == EXPECTED_KEYS | {"GITHUB_API_URL"}
+        assert set(env) == EXPECTED_KEYS | {"GITHUB_API_URL", "NOTIFIER_URL", "BLOGFLOW_SECRET_KEY"}
         assert redis.Redis.from_url(env["REDIS_URL"]).ping()
     finally:
         down = _run_cli(tmp_path, "down", "--state-dir", "st")
     assert down.returncode == 0, down.stderr
-    assert down.stdout.count("stopped pid") == 4
+    assert down.stdout.count("stopped pid") == 5  # redis, mongo, moto, github, notifier
     assert not any(_running(pid) for pid in pids)
 
     after = _run_cli(tmp_path, "env", "--state-dir", "st")

@@ -112,7 +112,7 @@ def test_notifier_serve_command(local_stack, redis_prefix):
         while "listening on" not in line:
             line = server.stderr.readline()
             assert line, "the notifier exited before listening"
-        url = line.split("listening on ")[1].strip()
+        url = line.split("listening on ")[1].split(";")[0].strip()
 
         async def scenario():
             sync = redis_io.connect()
