@@ -326,7 +326,7 @@ def test_two_backup_jobs_at_once_on_one_repository_both_complete(
                     f"--redis-prefix={redis_prefix}",
                     f"--github-api-url={github.url}",
                     "--write-interval=0",
-                    "--posts-per-commit=5",
+                    "--posts-per-commit=10",
                 ],
                 env=env,
                 stdout=subprocess.DEVNULL,
@@ -350,3 +350,5 @@ def test_two_backup_jobs_at_once_on_one_repository_both_complete(
         assert (stored["status"], stored["done"]) == ("done", len(posts))
     paths = {post_path(BackupPost.from_document(p)) for p in one + two}
     assert paths <= tree_paths(repo)  # no commit of one job undid the other's
+    updates = [r["status"] for r in github.requests() if r["method"] == "PATCH"]
+    assert updates.count(200) == 8 and set(updates) <= {200, 422}  # 422: rebuilt, not lost
