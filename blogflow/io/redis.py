@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -26,10 +27,24 @@ def connect(url: str | None = None) -> redis.Redis:
     )
 
 
-def connect_async(url: str | None = None) -> redis.asyncio.Redis:
-    """An asyncio client with the same settings as :func:`connect`."""
-    import redis.asyncio
+def connect_async(
+    url: str | None = None, *, max_connections: int | None = None
+) -> redis.asyncio.Redis:
+    """An asyncio client with the same settings as :func:`connect`.
 
-    return redis.asyncio.Redis.from_url(
-        url or default_url(), socket_timeout=30, socket_connect_timeout=5, decode_responses=True
+    Args:
+        max_connections: bounds the pool, and callers beyond the bound wait (up to 20 s)
+            for a free connection instead of failing, as they do past redis-py's default
+            pool size.
+    """
+    options: dict[str, Any] = {
+        "socket_timeout": 30,
+        "socket_connect_timeout": 5,
+        "decode_responses": True,
+    }
+    if max_connections is None:
+        return redis.asyncio.Redis.from_url(url or default_url(), **options)
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        url or default_url(), max_connections=max_connections, timeout=20, **options
     )
+    return redis.asyncio.Redis.from_pool(pool)

@@ -37,7 +37,7 @@ from collections import defaultdict
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
@@ -52,6 +52,25 @@ _LOGGER = logging.getLogger(__name__)
 
 #: The close code of a connection refused for its token.
 UNAUTHORIZED = 4401
+#: A connection with more than this unsent is dropped rather than waited for: one browser
+#: that stops reading must never hold up everyone else's progress.
+MAX_UNSENT_BYTES = 1 << 20
+_REDIS_CONNECTIONS = 50
+
+
+def _keeping_up(connections: set[ServerConnection]) -> list[ServerConnection]:
+    """The connections to send to; those too far behind are aborted (their handler
+    unregisters them)."""
+    live = []
+    for connection in connections:
+        transport = connection.transport
+        if transport.get_write_buffer_size() > MAX_UNSENT_BYTES:
+            _LOGGER.info("dropping a connection %d bytes behind", transport.get_write_buffer_size())
+            transport.abort()
+        else:
+            live.append(connection)
+    return live
+
 
 _BACKUP_PATH = re.compile(rf"/backups/{page.BACKUP_ID_PATTERN.pattern}")
 # A Host header worth naming in the page's connect-src (else only 'self' is allowed).
@@ -172,9 +191,9 @@ class Notifier:
                 if item["type"] != "pmessage":
                     continue
                 user_id = progress.user_of_channel(item["channel"], self._prefix)
-                for connection in list(self._connections.get(user_id, ())):
-                    with contextlib.suppress(Exception):  # a closing connection
-                        await connection.send(item["data"])
+                connections = self._connections.get(user_id)
+                if connections:
+                    broadcast(_keeping_up(connections), item["data"])
         finally:
             await pubsub.aclose()
 
@@ -184,11 +203,17 @@ class Notifier:
         Raises:
             blogflow.io.redis.RedisError: when Redis cannot be reached.
         """
-        self._redis = redis_io.connect_async(self._redis_url)
+        # A bounded pool that waits for a free connection: a thousand browsers
+        # reconnecting at once after a restart queue up instead of failing.
+        self._redis = redis_io.connect_async(self._redis_url, max_connections=_REDIS_CONNECTIONS)
         await self._redis.ping()  # fail now, clearly, rather than wait for a subscription
         self._forwarder = asyncio.create_task(self._forward())
         await self._listening.wait()
-        self._server = await serve(self._handle, host, port, process_request=_route)
+        # No permessage-deflate: progress messages are ~110 bytes, and compressing them
+        # per connection cost half the notifier's CPU and 40 KB per connection.
+        self._server = await serve(
+            self._handle, host, port, process_request=_route, compression=None
+        )
         return int(self._server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:

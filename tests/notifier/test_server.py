@@ -176,3 +176,57 @@ def test_notify_progress_sink_reaches_the_right_browser(local_stack, redis_prefi
     run(scenario())
     with pytest.raises(ValueError, match="backend"):
         NotifyProgress("carrier-pigeon")
+
+
+def test_a_browser_that_stops_reading_is_dropped_and_holds_up_no_one(local_stack, redis_prefix):
+    big = "x" * 2000  # ~2 KB a message: the stalled connection falls behind quickly
+
+    async def scenario():
+        notifier = Notifier(prefix=redis_prefix, secret_key=KEY)
+        port = await notifier.start(port=0)
+        sync = redis_io.connect()
+        url = f"ws://127.0.0.1:{port}/ws?token="
+        try:
+            async with (
+                # max_queue=1: the client stops reading its socket once one message waits
+                connect(url + sign_user("stuck", secret_key=KEY), max_queue=1) as stalled,
+                connect(url + sign_user("stuck", secret_key=KEY)) as same_user,
+                connect(url + sign_user("other", secret_key=KEY)) as other_user,
+            ):
+                await asyncio.sleep(0.3)  # all three registered
+                total = 8000
+                received = {"same": 0, "other": 0}
+
+                async def read(ws, name, want):
+                    while received[name] < want:
+                        message = await receive(ws, timeout=20)
+                        received[name] += 1
+                        assert message["done"] == received[name]  # in order, none lost
+
+                readers = [
+                    asyncio.create_task(read(same_user, "same", total)),
+                    asyncio.create_task(read(other_user, "other", total)),
+                ]
+                for start in range(0, total, 100):
+                    pipe = sync.pipeline(transaction=False)
+                    for done in range(start + 1, start + 101):
+                        for user in ("stuck", "other"):
+                            progress.queue_progress(
+                                pipe, user, message("b1", done, total, big), redis_prefix
+                            )
+                    pipe.execute()
+                    # readers that keep up are at most a batch behind; the stalled one isn't
+                    for _ in range(400):
+                        if min(received.values()) >= start:
+                            break
+                        await asyncio.sleep(0.01)
+                await asyncio.wait_for(asyncio.gather(*readers), 60)
+                assert received == {"same": total, "other": total}
+                with pytest.raises(ConnectionClosed):  # dropped, not waited for
+                    for _ in range(total):
+                        await asyncio.wait_for(stalled.recv(), 5)
+        finally:
+            sync.close()
+            await notifier.stop()
+
+    run(scenario())
