@@ -706,8 +706,8 @@ def main() -> None:
         "--connect-concurrency",
         type=int,
         default=40,
-        help="fan-out clients connecting at once, all processes together (the notifier's "
-        "Redis pool of 100 fails connections beyond ~100 at once)",
+        help="fan-out clients connecting at once, all processes together (the notifier "
+        "queues connections beyond its Redis pool of 50)",
     )
     parser.add_argument(
         "--fanout-client",

@@ -9,10 +9,16 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult
 
-from blogflow.io.sources import STREAMING_SCHEMES
+from blogflow.io.sources import STREAMING_SCHEMES, ReadSource
 from blogflow.runners.profiles import PROFILES, resolve_runner
 
-__all__ = ["SourceOptions", "StoreOptions", "parse_pipeline_args", "run_pipeline"]
+__all__ = [
+    "SourceOptions",
+    "StoreOptions",
+    "parse_pipeline_args",
+    "read_source",
+    "run_pipeline",
+]
 
 #: How long a drain waits for more messages before it stops, by default.
 DEFAULT_IDLE_TIMEOUT = 5.0
@@ -62,6 +68,19 @@ class SourceOptions(PipelineOptions):
             default=None,
             help="stop reading after this many seconds",
         )
+
+
+def read_source(options: PipelineOptions) -> ReadSource:
+    """The :class:`~blogflow.io.sources.ReadSource` that ``--source`` and its bounds
+    describe."""
+    source = options.view_as(SourceOptions)
+    return ReadSource(
+        source.source,
+        drain=source.drain,
+        idle_timeout=source.idle_timeout,
+        max_records=source.max_records,
+        max_read_time=source.max_read_time,
+    )
 
 
 class StoreOptions(PipelineOptions):

@@ -38,8 +38,7 @@ from blogflow.io.backups import REJECTED as PLAN_REJECTED
 from blogflow.io.backups import PlanBackupsFn, WriteBackups
 from blogflow.io.deadletter import WriteDeadLetters
 from blogflow.io.notify import NotifyProgress
-from blogflow.io.sources import ReadSource
-from blogflow.options import SourceOptions, StoreOptions, run_pipeline
+from blogflow.options import SourceOptions, StoreOptions, read_source, run_pipeline
 from blogflow.transforms.parsing import REJECTED, ParseEvents
 
 __all__ = ["NAME", "BackUpPublications", "BackupOptions", "build", "run"]
@@ -168,16 +167,9 @@ class BackUpPublications(beam.PTransform):
 
 def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
     """Adds the backup job to ``pipeline``."""
-    source = options.view_as(SourceOptions)
     stores = options.view_as(StoreOptions)
     backup = options.view_as(BackupOptions)
-    records = pipeline | "ReadSource" >> ReadSource(
-        source.source,
-        drain=source.drain,
-        idle_timeout=source.idle_timeout,
-        max_records=source.max_records,
-        max_read_time=source.max_read_time,
-    )
+    records = pipeline | "ReadSource" >> read_source(options)
     parsed = records | "ParseEvents" >> ParseEvents(accept={"backup_requested"}, event_time=False)
     backups = parsed.events | "BackUpPublications" >> BackUpPublications(
         streaming=bool(options.view_as(StandardOptions).streaming),

@@ -45,8 +45,7 @@ from apache_beam.transforms.window import IntervalWindow, NonMergingWindowFn
 from blogflow.events import Rejection
 from blogflow.io.deadletter import WriteDeadLetters
 from blogflow.io.feeds import WriteFeeds
-from blogflow.io.sources import ReadSource
-from blogflow.options import SourceOptions, StoreOptions, run_pipeline
+from blogflow.options import SourceOptions, StoreOptions, read_source, run_pipeline
 from blogflow.transforms.feeds import (
     FOLLOW_TYPES,
     POST_TYPES,
@@ -307,18 +306,11 @@ class ComputeFeeds(beam.PTransform):
 
 def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
     """Adds the feed job to ``pipeline``."""
-    source = options.view_as(SourceOptions)
     stores = options.view_as(StoreOptions)
     feed = options.view_as(FeedOptions)
     config = feed.config()
     as_of = parse_as_of(feed.as_of)
-    records = pipeline | "ReadSource" >> ReadSource(
-        source.source,
-        drain=source.drain,
-        idle_timeout=source.idle_timeout,
-        max_records=source.max_records,
-        max_read_time=source.max_read_time,
-    )
+    records = pipeline | "ReadSource" >> read_source(options)
     parsed = records | "ParseEvents" >> ParseEvents(accept=FEED_TYPES)
     computed = parsed.events | "ComputeFeeds" >> ComputeFeeds(config, as_of, max_skew=feed.max_skew)
     _ = computed["feeds"] | "WriteFeeds" >> WriteFeeds(

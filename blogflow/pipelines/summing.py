@@ -23,9 +23,8 @@ import apache_beam as beam
 from apache_beam.runners.runner import PipelineResult
 
 from blogflow.io.deadletter import WriteDeadLetters
-from blogflow.io.sources import ReadSource
 from blogflow.io.sums import WriteSums
-from blogflow.options import SourceOptions, StoreOptions, run_pipeline
+from blogflow.options import SourceOptions, StoreOptions, read_source, run_pipeline
 from blogflow.transforms.parsing import REJECTED, ParseEvents
 from blogflow.transforms.summing import SumPackets
 
@@ -78,18 +77,10 @@ class SumToStores(beam.PTransform):
 
 def build(pipeline: beam.Pipeline, options: beam.options.pipeline_options.PipelineOptions) -> None:
     """Adds the summing job to ``pipeline``."""
-    source = options.view_as(SourceOptions)
     stores = options.view_as(StoreOptions)
     _ = (
         pipeline
-        | "ReadSource"
-        >> ReadSource(
-            source.source,
-            drain=source.drain,
-            idle_timeout=source.idle_timeout,
-            max_records=source.max_records,
-            max_read_time=source.max_read_time,
-        )
+        | "ReadSource" >> read_source(options)
         | "SumToStores"
         >> SumToStores(
             mongo_uri=stores.mongo_uri,

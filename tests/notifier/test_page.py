@@ -17,6 +17,7 @@ from blogflow.io import progress
 from blogflow.io import redis as redis_io
 from blogflow.notifier.server import Notifier
 from blogflow.tokens import sign_user
+from blogflow.transforms.backups import progress_message
 
 pytestmark = pytest.mark.integration
 
@@ -127,14 +128,7 @@ def page_url(port, token, backup_id=BACKUP):
 
 
 def message(backup_id, post_id, done, total, status="committed"):
-    return {
-        "type": "backup_progress",
-        "backupId": backup_id,
-        "postId": post_id,
-        "status": status,
-        "done": done,
-        "total": total,
-    }
+    return progress_message(backup_id, post_id, status, done, total)
 
 
 def get(port, path, headers=None):
