@@ -98,6 +98,12 @@ def load_items(db: Any, backup_id: str) -> list[dict[str, Any]]:
     return sorted(db[ITEMS].find({"backupId": backup_id}), key=lambda item: item["postId"])
 
 
+def _rejected(event: Any, reason: str) -> beam.pvalue.TaggedOutput:
+    return beam.pvalue.TaggedOutput(
+        REJECTED, Rejection("plan", reason, event.model_dump_json().encode(), event.id)
+    )
+
+
 class PlanBackupsFn(beam.DoFn):
     """``BackupRequested`` → ``(repository, BackupChunk)`` per commit; ``(userId,
     message)`` progress on the ``progress`` output; requests without a user to
@@ -130,25 +136,16 @@ class PlanBackupsFn(beam.DoFn):
     def process(self, event: Any) -> Iterator[Any]:
         backup_id, publication_id = event.data.backupId, event.data.publicationId
         if not event.userId:
-            yield beam.pvalue.TaggedOutput(
-                REJECTED,
-                Rejection(
-                    "plan",
-                    "backup_requested has no userId: whose repository is unknown",
-                    event.model_dump_json().encode(),
-                    event.id,
-                ),
-            )
+            yield _rejected(event, "backup_requested has no userId: whose repository is unknown")
             return
         user_id = event.userId
         existing = load_backup(self._db, backup_id)
+        if existing is not None and existing.get("userId") != user_id:
+            yield _rejected(event, f"backup {backup_id!r} belongs to another user")
+            return
         if existing is not None and existing.get("status") not in (RUNNING, FAILED):
             self._replays.inc()
             _LOGGER.info("backup %s is %s already; request dropped", backup_id, existing["status"])
-            return
-        if existing is not None and existing.get("userId") != user_id:
-            self._replays.inc()
-            _LOGGER.warning("backup %s belongs to another user; request dropped", backup_id)
             return
         posts = [
             BackupPost.from_document(doc)

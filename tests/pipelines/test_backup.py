@@ -220,6 +220,7 @@ def test_bad_requests_and_faults_end_as_failed_backups_or_items_never_stuck(
             request("b-d", "pub-d", user_id="dave"),
             no_user,
             bad_json,
+            request("b-a", "pub-a", user_id="mallory"),  # someone else's backup id
         ],
         "--max-post-bytes=2000",
     )
@@ -245,8 +246,10 @@ def test_bad_requests_and_faults_end_as_failed_backups_or_items_never_stuck(
     assert all(b["status"] != "running" for b in mongo_db.backups.find())
 
     dead = list(mongo_db.deadletters.find({"pipeline": "backup"}))
-    assert sorted(d["stage"] for d in dead) == ["parse", "plan"]
-    assert "no userId" in next(d for d in dead if d["stage"] == "plan")["error"]
+    assert sorted(d["stage"] for d in dead) == ["parse", "plan", "plan"]
+    reasons = sorted(d["error"] for d in dead if d["stage"] == "plan")
+    assert "belongs to another user" in reasons[0] and "no userId" in reasons[1]
+    assert load_backup(mongo_db, "b-a")["userId"] == "alice"
     everything = json.dumps(
         [list(mongo_db[c].find()) for c in ("backups", "backup_items")], default=str
     )
