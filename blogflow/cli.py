@@ -264,6 +264,52 @@ def backups_show(backup_id: str, mongo_uri: str | None, mongo_db: str, as_json: 
         click.echo(f"  {item['status']:<9} {item['postId']}  {detail}  {sha}".rstrip())
 
 
+@backups.command("resume", no_args_is_help=True)
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    help="Where the backup job reads requests: sqs://QUEUE, kinesis://STREAM or pubsub://TOPIC.",
+)
+@click.option(
+    "--idle",
+    default=600.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Resume running backups nothing has updated for this many seconds.",
+)
+@click.option("--dry-run", is_flag=True, help="List the backups, send nothing.")
+@_mongo_options
+def backups_resume(
+    target: str, idle: float, dry_run: bool, mongo_uri: str | None, mongo_db: str
+) -> None:
+    """Send the request of every stalled backup again, so the backup job finishes it.
+
+    A backup is stalled when it is 'running' but nothing updated it for --idle seconds:
+    its job stopped after planning it. The job skips the posts that already ended well.
+    """
+    from blogflow.io import publish as publishing
+    from blogflow.io.backups import resume_request, stalled_backups
+
+    stalled = stalled_backups(_database(mongo_uri, mongo_db), idle)
+    for doc in stalled:
+        click.echo(
+            f"backup {doc['_id']} of {doc.get('publicationId')} for {doc.get('userId')}: "
+            f"{doc.get('done')}/{doc.get('total')}, last updated {doc.get('updatedAt')}"
+        )
+    if dry_run or not stalled:
+        click.echo(f"{len(stalled)} stalled backup(s); nothing sent")
+        return
+    try:
+        requests = [resume_request(doc) for doc in stalled]
+        sent = max(publishing.publish(target, requests), default=0)  # running totals
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--to") from None
+    except Exception as error:  # noqa: BLE001 - any client error, said plainly
+        raise click.ClickException(f"sending to {target} failed: {error}") from None
+    click.echo(f"sent {sent} request(s) to {target}")
+
+
 @cli.group()
 def deadletters() -> None:
     """Inspect the messages pipelines rejected (MongoDB 'deadletters')."""

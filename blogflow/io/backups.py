@@ -17,7 +17,7 @@ Two DoFns, one on each side of the per-repository shuffle:
 Documents::
 
     backups      {_id: backupId, userId, publicationId, total, done, failed, status,
-                  error, startedAt, finishedAt}
+                  error, startedAt, updatedAt, finishedAt}
     backup_items {_id: "<backupId>:<postId>", backupId, postId, status, path, commitSha,
                   error, at}
 
@@ -41,7 +41,7 @@ from apache_beam.coders import StrUtf8Coder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
-from blogflow.events import Rejection
+from blogflow.events import Rejection, make_event
 from blogflow.io import mongo, users
 from blogflow.io.github import GitHubError, RepoWriter
 from blogflow.tokens import TokenError
@@ -67,6 +67,8 @@ __all__ = [
     "REJECTED",
     "load_backup",
     "load_items",
+    "resume_request",
+    "stalled_backups",
 ]
 
 _LOGGER = logging.getLogger(__name__)
@@ -91,6 +93,30 @@ def _replace(db: Any, backup: dict[str, Any]) -> None:
 def load_backup(db: Any, backup_id: str) -> dict[str, Any] | None:
     """The ``backups`` document of ``backup_id``, or None."""
     return db[BACKUPS].find_one({"_id": backup_id})  # type: ignore[no-any-return]
+
+
+def stalled_backups(db: Any, idle: float, now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """``running`` backups that nothing updated for ``idle`` seconds: their job stopped
+    after planning them (in a batch run the request is acknowledged by then)."""
+    cutoff = (now or _now()) - dt.timedelta(seconds=idle)
+    running = db[BACKUPS].find({"status": RUNNING})
+    return sorted(
+        (b for b in running if _aware(b.get("updatedAt") or b["startedAt"]) <= cutoff),
+        key=lambda b: b["_id"],
+    )
+
+
+def resume_request(backup: dict[str, Any]) -> bytes:
+    """A fresh ``backup_requested`` event for a stored backup: sending it resumes it."""
+    return make_event(
+        "backup_requested",
+        {"backupId": backup["_id"], "publicationId": backup["publicationId"]},
+        user_id=backup["userId"],
+    ).to_json()
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
 def load_items(db: Any, backup_id: str) -> list[dict[str, Any]]:
@@ -173,6 +199,7 @@ class PlanBackupsFn(beam.DoFn):
             "total": total,
             "status": FAILED if error else RUNNING,
             "error": error,
+            "updatedAt": now,
             "finishedAt": now if error else None,
         }
         _replace(self._db, stored)
@@ -324,7 +351,14 @@ class BackupWriter:
         finished = now if status != RUNNING else None
         _replace(
             self._db,
-            {**backup, "done": done, "failed": failed, "status": status, "finishedAt": finished},
+            {
+                **backup,
+                "done": done,
+                "failed": failed,
+                "status": status,
+                "updatedAt": now,
+                "finishedAt": finished,
+            },
         )
         messages = []
         done_before = done - sum(1 for i in items if i["status"] in FINAL_ITEM_STATUSES)

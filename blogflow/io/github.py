@@ -6,9 +6,10 @@ no commit), creates one tree with the files' content inline, one commit, and mov
 branch with ``force=false``. When another writer moved the branch meanwhile, GitHub
 answers 422 "not a fast forward": the writer reads the new head and builds the commit on
 it again (bounded). Secondary rate limits (403/429) are waited out as ``retry-after`` or
-``x-ratelimit-reset`` say, 5xx answers are retried with backoff, and content-creating
-requests (tree, commit, ref update) are paced per token: every writer of one process that
-holds the same token shares one pacer, since GitHub counts its limits per user.
+``x-ratelimit-reset`` say, 5xx answers and lost connections are retried with backoff, and
+content-creating requests (tree, commit, ref update) are paced per token: every writer of
+one process that holds the same token shares one pacer, since GitHub counts its limits
+per user.
 
 The token is a :class:`~blogflow.tokens.Secret`; it is given to PyGithub and appears in
 no message, log line or exception of this module.
@@ -24,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
+import requests
 from github import Auth, Github, GithubException, InputGitTreeElement
 
 from blogflow.tokens import Secret
@@ -197,6 +199,19 @@ class RepoWriter:
                     self._repo_name,
                     status,
                     wait,
+                )
+                time.sleep(wait)
+            except (requests.ConnectionError, requests.Timeout) as error:
+                # GitHub unreachable: retried like a 5xx, then a clear error (the
+                # exception's text names the host, never the token)
+                if attempt == self._max_attempts:
+                    raise GitHubError(
+                        f"{what} {self._repo_name}: GitHub unreachable after {attempt} "
+                        f"attempt(s) ({type(error).__name__})"
+                    ) from None
+                wait = min(30.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+                _LOGGER.info(
+                    "%s %s: GitHub unreachable; retrying in %.1f s", what, self._repo_name, wait
                 )
                 time.sleep(wait)
         raise AssertionError("unreachable")

@@ -19,8 +19,9 @@ Run it with ``blogflow run backup --source sqs://QUEUE --drain`` or
 Replays are safe: a backup that is ``done`` is not written again, and a resumed one
 (``running`` or ``failed``) skips the posts that already ended well. In batch on
 FnApiRunner the source's messages are acknowledged once the backup is planned (stored as
-``running`` in MongoDB), before its commits: should the job stop between the two, sending
-the same request again resumes the backup.
+``running`` in MongoDB), before its commits: should the job stop between the two,
+``blogflow backups resume`` sends the requests of such stalled backups again, and the
+next run finishes them.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """RepoWriter against the GitHub stand-in over real connections."""
 
+import socket
 import threading
 
 import pytest
@@ -180,3 +181,15 @@ def test_a_failed_ref_update_retried_after_another_commit_landed_is_rebuilt(gith
     assert updates[-3:] == [502, 422, 200]
     head = repo.get_git_commit(repo.get_git_ref("heads/main").object.sha)
     assert head.sha == result.commit_sha and head.parents[0].sha == raced[0].commit_sha
+
+
+def test_an_unreachable_github_is_retried_then_a_clear_error():
+    with socket.socket() as probe:  # a port nothing listens on: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    writer = RepoWriter(
+        "ann/blog", Secret(TOKEN), api_url=f"http://127.0.0.1:{port}", max_attempts=2
+    )
+    with pytest.raises(GitHubError, match="GitHub unreachable after 2 attempt") as error:
+        writer.write(files(1), "x")
+    assert TOKEN not in str(error.value)

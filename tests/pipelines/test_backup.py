@@ -23,7 +23,7 @@ from github import Auth, Github
 from blogflow.cli import cli
 from blogflow.events import SourceRecord, make_event
 from blogflow.io import redis as redis_io
-from blogflow.io.backups import load_backup, load_items
+from blogflow.io.backups import BackupWriter, load_backup, load_items
 from blogflow.io.users import link_user
 from blogflow.local.github import GitHubStandIn
 from blogflow.pipelines import backup
@@ -355,3 +355,45 @@ def test_two_backup_jobs_at_once_on_one_repository_both_complete(
     assert paths <= tree_paths(repo)  # no commit of one job undid the other's
     updates = [r["status"] for r in github.requests() if r["method"] == "PATCH"]
     assert updates.count(200) == 8 and set(updates) <= {200, 422}  # 422: rebuilt, not lost
+
+
+def test_a_job_that_stopped_after_planning_is_finished_by_backups_resume(
+    tmp_path, github, repo, mongo_db, redis_prefix, sqs_queue, monkeypatch
+):
+    link_user(mongo_db, "alice", repo.full_name, Secret(TOKEN))
+    add_posts(mongo_db, "pub-r", 30)
+    write = BackupWriter.write
+
+    def worker_lost(self, chunk):
+        raise RuntimeError("the worker was lost")
+
+    monkeypatch.setattr(BackupWriter, "write", worker_lost)  # the job dies after planning
+    with pytest.raises(Exception, match="the worker was lost"):
+        run_backup(tmp_path, github, mongo_db, redis_prefix, [request("r1", "pub-r")])
+    monkeypatch.setattr(BackupWriter, "write", write)
+    assert load_backup(mongo_db, "r1")["status"] == "running"
+
+    def resume(*args):
+        return CliRunner().invoke(
+            cli,
+            ["backups", "resume", *args, "--to", f"sqs://{sqs_queue}", "--mongo-db", mongo_db.name],
+        )
+
+    assert "0 stalled backup(s)" in resume("--idle", "3600").output  # not idle long enough
+    sent = resume("--idle", "0")
+    assert sent.exit_code == 0 and "backup r1 of pub-r for alice: 0/30" in sent.output
+    assert "sent 1 request(s)" in sent.output
+    backup.run(
+        [
+            f"--source=sqs://{sqs_queue}",
+            "--drain",
+            "--idle-timeout=1",
+            f"--mongo-db={mongo_db.name}",
+            f"--redis-prefix={redis_prefix}",
+            f"--github-api-url={github.url}",
+            "--write-interval=0",
+        ]
+    )
+    resumed = load_backup(mongo_db, "r1")
+    assert (resumed["status"], resumed["done"], resumed["total"]) == ("done", 30, 30)
+    assert "0 stalled backup(s)" in resume("--idle", "0").output
