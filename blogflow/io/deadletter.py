@@ -104,6 +104,9 @@ class _WriteDeadLettersFn(beam.DoFn):
 class WriteDeadLetters(beam.PTransform):
     """Stores :class:`~blogflow.events.Rejection` records in MongoDB ``deadletters``.
 
+    Input: one PCollection of rejections, or a tuple of them (a pipeline's several
+    rejection outputs), which are flattened first.
+
     Writes are batched (one ``insert_many`` per batch) and idempotent: a rejection seen
     again (same pipeline, stage and source id) is not stored twice. A MongoDB error fails
     the bundle, so the source redelivers instead of losing the message.
@@ -130,5 +133,9 @@ class WriteDeadLetters(beam.PTransform):
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self._fn = _WriteDeadLettersFn(pipeline, mongo_uri, database, batch_size)
 
-    def expand(self, rejections: beam.PCollection) -> beam.PCollection:
+    def expand(
+        self, rejections: beam.PCollection | tuple[beam.PCollection, ...]
+    ) -> beam.PCollection:
+        if isinstance(rejections, tuple):
+            rejections = rejections | "AllRejected" >> beam.Flatten()
         return rejections | "InsertDeadLetters" >> beam.ParDo(self._fn)

@@ -52,6 +52,14 @@ def default_api_url() -> str:
     return os.environ.get("GITHUB_API_URL") or GITHUB_API
 
 
+class GitHubError(RuntimeError):
+    """GitHub refused a write after the retries; ``status`` is its last HTTP status."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def create_repository(name: str, token: Secret, *, api_url: str | None = None) -> str:
     """Creates a repository of the token's user with a first commit (``POST /user/repos``,
     ``auto_init``); returns its ``owner/name``. For the demo and for setting up tests."""
@@ -67,14 +75,6 @@ def create_repository(name: str, token: Secret, *, api_url: str | None = None) -
         ) from None
     finally:
         client.close()
-
-
-class GitHubError(RuntimeError):
-    """GitHub refused a write after the retries; ``status`` is its last HTTP status."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class RepoAccessError(GitHubError):

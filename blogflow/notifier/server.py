@@ -63,10 +63,10 @@ def _keeping_up(connections: set[ServerConnection]) -> list[ServerConnection]:
     unregisters them)."""
     live = []
     for connection in connections:
-        transport = connection.transport
-        if transport.get_write_buffer_size() > MAX_UNSENT_BYTES:
-            _LOGGER.info("dropping a connection %d bytes behind", transport.get_write_buffer_size())
-            transport.abort()
+        unsent = connection.transport.get_write_buffer_size()
+        if unsent > MAX_UNSENT_BYTES:
+            _LOGGER.info("dropping a connection %d bytes behind", unsent)
+            connection.transport.abort()
         else:
             live.append(connection)
     return live

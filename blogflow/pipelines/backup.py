@@ -191,11 +191,8 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
             endpoint_url=backup.apigateway_endpoint,
             table=backup.connections_table,
         )
-    _ = (
-        (parsed[REJECTED], backups["rejected"])
-        | "AllRejected" >> beam.Flatten()
-        | "WriteDeadLetters"
-        >> WriteDeadLetters(NAME, mongo_uri=stores.mongo_uri, database=stores.mongo_db)
+    _ = (parsed[REJECTED], backups["rejected"]) | "WriteDeadLetters" >> WriteDeadLetters(
+        NAME, mongo_uri=stores.mongo_uri, database=stores.mongo_db
     )
 
 

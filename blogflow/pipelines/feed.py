@@ -316,11 +316,8 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
     _ = computed["feeds"] | "WriteFeeds" >> WriteFeeds(
         redis_url=stores.redis_url, prefix=stores.redis_prefix, ttl=config.feed_ttl
     )
-    _ = (
-        (parsed[REJECTED], computed["dead"])
-        | "AllRejected" >> beam.Flatten()
-        | "WriteDeadLetters"
-        >> WriteDeadLetters(NAME, mongo_uri=stores.mongo_uri, database=stores.mongo_db)
+    _ = (parsed[REJECTED], computed["dead"]) | "WriteDeadLetters" >> WriteDeadLetters(
+        NAME, mongo_uri=stores.mongo_uri, database=stores.mongo_db
     )
 
 
