@@ -21,7 +21,6 @@ from typing import Any
 __all__ = [
     "CHANNEL_PATTERN",
     "channel",
-    "latest_progress",
     "publish_progress",
     "queue_progress",
     "register",
@@ -80,16 +79,11 @@ def publish_progress(client: Any, user_id: str, message: dict[str, Any], prefix:
     pipe.execute()
 
 
-async def latest_progress(aclient: Any, user_id: str, prefix: str = "") -> list[str]:
-    """The latest progress message (JSON text) of each of the user's backups."""
-    return list((await aclient.hgetall(_latest_key(user_id, prefix))).values())
-
-
 async def replay(aclient: Any, user_id: str, prefix: str = "") -> list[str]:
     """What a browser is sent when it connects (JSON texts), in one round trip.
 
-    For each of the user's backups: its latest progress message (as
-    :func:`latest_progress`), then, when the backup has other posts, one message
+    For each of the user's backups: its latest progress message, then, when the backup
+    has other posts, one message
     ``{"type": "backup_posts", "backupId", "posts": [{"postId", "status", "done"}, ...]}``
     with the last message of each of those posts (its ``done`` then), in the order they
     were backed up (failed ones after the post whose ``done`` they share).
