@@ -18,14 +18,17 @@ without breaking consumers; a change of meaning bumps ``v``.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     TypeAdapter,
     ValidationError,
     field_validator,
@@ -52,6 +55,7 @@ __all__ = [
     "UserSignedUp",
     "make_event",
     "parse_event",
+    "reject_event",
 ]
 
 #: Largest accepted payload, in bytes (SQS's own message limit).
@@ -66,6 +70,20 @@ _INT32 = 2**31
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 _Id = Annotated[str, Field(min_length=1, max_length=256)]
+# An ISO 8601 date and time: "2026-11-21T10:00:00Z". pydantic alone would also take a
+# string of digits as Unix time, and a time that is not written as one is a producer bug.
+_ISO_DATETIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}")
+
+
+def _iso_8601(value: Any) -> Any:
+    if isinstance(value, dt.datetime) or (isinstance(value, str) and _ISO_DATETIME.match(value)):
+        return value
+    raise ValueError("must be an ISO 8601 time with a zone, e.g. 2026-11-21T10:00:00Z")
+
+
+# Lax parsing of the string the validator let through (strict mode takes no string
+# once a validator wraps the field).
+_Time = Annotated[AwareDatetime, Field(strict=False), BeforeValidator(_iso_8601)]
 _Text = Annotated[str, Field(max_length=10_000)]
 
 
@@ -110,7 +128,7 @@ class PostData(_Model):
     title: _Text
     slug: Annotated[str, Field(min_length=1, max_length=512)]
     tags: tuple[Annotated[str, Field(min_length=1, max_length=128)], ...] = ()
-    publishedAt: AwareDatetime
+    publishedAt: _Time
 
 
 class PostRef(_Model):
@@ -142,8 +160,11 @@ class BackupData(_Model):
 class _Envelope(_Model):
     id: _Id
     v: int
-    occurredAt: AwareDatetime
+    occurredAt: _Time
     userId: _Id | None = None
+    # The raw message this event was parsed from, kept only where a later stage may
+    # reject it (``ParseEvents(keep_source=True)``): see :func:`reject_event`.
+    _source: SourceRecord | None = PrivateAttr(default=None)
 
     @field_validator("v")
     @classmethod
@@ -165,6 +186,14 @@ class _Envelope(_Model):
     def event_time(self) -> float:
         """The event time as seconds since the epoch (a Beam timestamp)."""
         return self.occurredAt.timestamp()
+
+    def __eq__(self, other: object) -> bool:
+        # The same event whether or not it carries its source message.
+        if not isinstance(other, _Envelope):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    __hash__ = _Model.__hash__
 
     def to_json(self) -> bytes:
         """The wire form of this event."""
@@ -376,3 +405,16 @@ class Rejection(NamedTuple):
     error: str
     payload: bytes
     source_id: str
+
+
+def reject_event(event: _Envelope, stage: str, error: str) -> Rejection:
+    """A :class:`Rejection` of an event a stage after parsing could not use.
+
+    It carries the raw message and its source id when the event was parsed with
+    ``ParseEvents(keep_source=True)``, so the dead letter is the message as received, and
+    a redelivery of it is stored once; else the event's own JSON and id.
+    """
+    source = event._source
+    if source is None:
+        return Rejection(stage, error, event.to_json(), event.id)
+    return Rejection(stage, error, source.payload, source.id)

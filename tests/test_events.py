@@ -86,6 +86,11 @@ def test_sum_packet_is_typed():
         (envelope(occurredAt="yesterday"), "bad timestamp: occurredAt"),
         (envelope(occurredAt="2026-11-21T10:00:00"), "bad timestamp: occurredAt"),
         (envelope(occurredAt="1969-12-31T23:59:59Z"), "before the Unix epoch"),
+        # Numbers are no times, whether written as JSON numbers or as strings.
+        (envelope(occurredAt="1"), "bad timestamp: occurredAt: must be an ISO 8601 time"),
+        (envelope(occurredAt="1700000000"), "bad timestamp: occurredAt: must be an ISO 8601"),
+        (envelope(occurredAt=1700000000), "bad timestamp: occurredAt: must be an ISO 8601"),
+        (envelope(occurredAt=None), "bad timestamp: occurredAt"),
         (envelope(v=2), "unsupported event version 2"),
         (envelope(id=""), "id:"),
         (

@@ -21,9 +21,10 @@ _IN_GLOBAL_WINDOW = (GlobalWindow(),)
 
 
 class _ParseEventsFn(beam.DoFn):
-    def __init__(self, accept: frozenset[str] | None, event_time: bool) -> None:
+    def __init__(self, accept: frozenset[str] | None, event_time: bool, keep_source: bool) -> None:
         self._accept = accept
         self._event_time = event_time
+        self._keep_source = keep_source
         self._parsed = Metrics.counter("blogflow", "events_parsed")
         self._rejected = Metrics.counter("blogflow", "events_rejected")
         self._parsed_in_bundle = 0
@@ -46,6 +47,8 @@ class _ParseEventsFn(beam.DoFn):
             reason = f"event type {event.type!r} is not one this pipeline reads"
             return (beam.pvalue.TaggedOutput(REJECTED, _reject(record, reason)),)
         self._parsed_in_bundle += 1
+        if self._keep_source:
+            event._source = record
         if not self._event_time:
             return (event,)
         # Re-stamp with the event time. Emitting the WindowedValue ourselves skips Beam's
@@ -72,16 +75,27 @@ class ParseEvents(beam.PTransform):
         event_time: stamp each event with its ``occurredAt`` (the default). A pipeline
             that never looks at event time (one global window) can skip it: it costs
             ~2 us per event, more than a third of the parse itself.
+        keep_source: attach the raw record to each event, for a pipeline whose later
+            stages may reject an event: :func:`~blogflow.events.reject_event` then
+            dead-letters the message as received, under its source id. It costs the
+            payload's bytes again wherever the event is shuffled.
     """
 
-    def __init__(self, accept: Iterable[str] | None = None, *, event_time: bool = True) -> None:
+    def __init__(
+        self,
+        accept: Iterable[str] | None = None,
+        *,
+        event_time: bool = True,
+        keep_source: bool = False,
+    ) -> None:
         super().__init__()
         self._accept = frozenset(accept) if accept is not None else None
         self._event_time = event_time
+        self._keep_source = keep_source
 
     def expand(self, records: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         if not isinstance(records.windowing.windowfn, GlobalWindows):
             raise ValueError("ParseEvents reads records from a source, in the global window")
         return records | "Parse" >> beam.ParDo(
-            _ParseEventsFn(self._accept, self._event_time)
+            _ParseEventsFn(self._accept, self._event_time, self._keep_source)
         ).with_outputs(REJECTED, main="events")
