@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import redis
@@ -10,7 +12,14 @@ import redis.asyncio
 
 from blogflow.io._urls import redact_url
 
-__all__ = ["RedisError", "connect", "connect_async", "default_url", "redact_url"]
+__all__ = [
+    "RedisError",
+    "connect",
+    "connect_async",
+    "default_url",
+    "hash_fields",
+    "redact_url",
+]
 
 RedisError = redis.RedisError
 
@@ -18,6 +27,30 @@ RedisError = redis.RedisError
 def default_url() -> str:
     """``REDIS_URL`` from the environment, else a Redis on localhost."""
     return os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+
+
+def _field_value(name: str, value: Any) -> str | int | float | bytes:
+    if isinstance(value, bool) or value is None:
+        raise TypeError(f"Redis field {name!r}: {value!r} has no Redis form")
+    if isinstance(value, int):
+        return int(value)  # bson's Int64 and other int subclasses, which hiredis refuses
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str | bytes):
+        return value
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    raise TypeError(f"Redis field {name!r}: a {type(value).__name__} has no Redis form")
+
+
+def hash_fields(values: Mapping[str, Any]) -> dict[str, str | int | float | bytes]:
+    """``values`` as the plain types a Redis hash takes: the one place blogflow converts
+    what it read elsewhere (MongoDB's ``Int64``, datetimes) before writing it to Redis.
+
+    Raises:
+        TypeError: naming the field whose value has no Redis form (None, a bool, ...).
+    """
+    return {name: _field_value(name, value) for name, value in values.items()}
 
 
 def connect(url: str | None = None) -> redis.Redis:

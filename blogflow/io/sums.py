@@ -45,12 +45,13 @@ def redis_key(array_id: str, prefix: str = "") -> str:
 def _stored(doc: dict[str, Any] | None) -> StoredSum | None:
     if doc is None:
         return None
+    # int(): pymongo reads a number of 2**31 or more as bson's Int64.
     return StoredSum(
         doc["_id"],
-        doc["arrayLength"],
-        doc["sum"],
+        int(doc["arrayLength"]),
+        int(doc["sum"]),
         base64.b64decode(doc["seen"]),
-        doc["packetsSeen"],
+        int(doc["packetsSeen"]),
     )
 
 
@@ -185,13 +186,15 @@ class _WriteSumsFn(beam.DoFn):
         for array_id, (merged, updated_at) in results.items():
             pipe.hset(
                 redis_key(array_id, self._redis_prefix),
-                mapping={
-                    "sum": merged.total,
-                    "arrayLength": merged.array_length,
-                    "packetsSeen": merged.packets_seen,
-                    "status": merged.status,
-                    "updatedAt": updated_at.isoformat(),
-                },
+                mapping=redis.hash_fields(
+                    {
+                        "sum": merged.total,
+                        "arrayLength": merged.array_length,
+                        "packetsSeen": merged.packets_seen,
+                        "status": merged.status,
+                        "updatedAt": updated_at,
+                    }
+                ),
             )
         pipe.execute()
 

@@ -128,6 +128,23 @@ def test_a_replayed_drain_changes_nothing(queue, mongo_db, redis_prefix):
     assert stored(mongo_db, array_id) == before
 
 
+def test_a_sum_past_32_bits_is_mirrored_and_its_redelivery_drains(
+    queue, sqs_client, mongo_db, redis_prefix
+):
+    # MongoDB hands a stored number of 2**31 or more back as bson's Int64: a redelivery
+    # then mirrors the stored sum to Redis, which once failed every drain after it.
+    array_id, bodies = packets([2_000_000_000, 2_000_000_000])
+    other_id, others = packets([1])
+    sqs.send_messages(queue, bodies)
+    drain(queue, mongo_db, redis_prefix)
+    sqs.send_messages(queue, [*bodies, *others])  # a redelivery, and a good array after it
+    drain(queue, mongo_db, redis_prefix)
+    assert queue_is_empty(sqs_client, queue)
+    assert stored(mongo_db, array_id)["sum"] == 8_000_000_000
+    assert cached(array_id, redis_prefix)["sum"] == "8000000000"
+    assert cached(other_id, redis_prefix)["status"] == "complete"
+
+
 def test_a_mongo_outage_fails_the_run_and_loses_nothing(
     local_stack, sqs_client, mongo_db, redis_prefix, unique_name
 ):
