@@ -43,7 +43,7 @@ def _field_value(name: str, value: Any) -> str | int | float | bytes:
     raise TypeError(f"Redis field {name!r}: a {type(value).__name__} has no Redis form")
 
 
-def hash_fields(values: Mapping[str, Any]) -> dict[str, str | int | float | bytes]:
+def hash_fields(values: Mapping[str, Any]) -> dict[Any, str | int | float | bytes]:
     """``values`` as the plain types a Redis hash takes: the one place blogflow converts
     what it read elsewhere (MongoDB's ``Int64``, datetimes) before writing it to Redis.
 

@@ -38,7 +38,7 @@ import sysconfig
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -765,8 +765,10 @@ class LocalStack:
         )
         return True
 
-    def _spawn(self, spec: _ServiceSpec, taken: set[int], attempt: int) -> _Pending:
-        port = _free_port(taken)
+    def _spawn(
+        self, spec: _ServiceSpec, taken: set[int], attempt: int, port: int | None = None
+    ) -> _Pending:
+        port = port or _free_port(taken)
         taken.add(port)
         command = spec.command(port, self.state_dir)
         log_file = self.state_dir / "logs" / f"{spec.name}.log"
@@ -942,6 +944,64 @@ class LocalStack:
         """Returns the env file the state file names, or None without a state file."""
         state = self._read_state()
         return Path(state["env_file"]) if state and state.get("env_file") else None
+
+    # ------------------------------------------------------------------ faults
+
+    def kill(self, name: str) -> None:
+        """Kills a service's server with SIGKILL, as a crash would, and waits until it is
+        gone. Only the recorded process is signalled, after checking it still is ours.
+
+        Raises:
+            LocalStackError: if this stack runs no such service.
+        """
+        record = self._record_of(name)
+        if self._signal(record, signal.SIGKILL) and self._wait_gone([record], 10.0):
+            raise LocalStackError(f"{name} (pid {record.pid}) outlived SIGKILL")
+        self._forget(record.pid)
+
+    @contextlib.contextmanager
+    def frozen(self, name: str) -> Iterator[None]:
+        """Stops a service's server with SIGSTOP for the duration (it holds its
+        connections but answers nothing, as a stalled host does), then SIGCONT."""
+        record = self._record_of(name)
+        if not self._signal(record, signal.SIGSTOP):
+            raise LocalStackError(f"{name} (pid {record.pid}) is not running")
+        try:
+            yield
+        finally:
+            self._signal(record, signal.SIGCONT)
+
+    def restart(self, name: str) -> ProcessRecord:
+        """Starts a service that was killed again, on the same port, with a new state
+        (an in-memory server comes back empty), and waits until it answers.
+
+        Raises:
+            LocalStackError: if it still runs, exits or does not answer in time.
+        """
+        record = self._record_of(name)
+        if _is_same_process(record):
+            raise LocalStackError(f"{name} (pid {record.pid}) still runs: kill it first")
+        item = self._spawn(_SERVICES[name], set(), 1, port=record.port)
+        while not self._check(item):
+            if item.popen.poll() is not None or (
+                time.monotonic() - item.spawned_at > self._deadline(item.spec)
+            ):
+                self._forget(item.popen.pid)
+                if item.popen.poll() is None:
+                    item.popen.kill()
+                    item.popen.wait(5)
+                raise LocalStackError(
+                    f"{name} did not come back on port {record.port}: "
+                    f"{item.last_error or 'it exited'}\n{_logs_tail([item.log_file])}"
+                )
+            time.sleep(_POLL_SECONDS)
+        return self.records[name]
+
+    def _record_of(self, name: str) -> ProcessRecord:
+        try:
+            return self.records[name]
+        except KeyError:
+            raise LocalStackError(f"this stack runs no {name}") from None
 
     # ------------------------------------------------------------------ down
 

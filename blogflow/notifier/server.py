@@ -10,6 +10,11 @@ no one else. Every notifier process listens to all users' channels through one R
 subscription and forwards to its own connections, so several processes can serve one
 site behind a load balancer.
 
+The subscription outlives Redis restarts and stalls: Redis is pinged every second beside
+it, and a subscription that ended or whose server stopped answering is dropped and made
+again (backing off to 2 s). Once it is back, every connected browser is sent its replay,
+so what was published in the gap is caught up at once.
+
 The same port answers a few plain HTTP GETs (websockets' ``process_request`` hook,
 :func:`_route`), each with ``Cache-Control: no-store``, ``Referrer-Policy: no-referrer``
 (the token is in the URL) and a Content-Security-Policy:
@@ -18,7 +23,8 @@ The same port answers a few plain HTTP GETs (websockets' ``process_request`` hoo
   (:mod:`blogflow.notifier.page`), for a ``backupId`` of 1-128 letters, digits, ``_``
   or ``-``; the page itself connects to ``/ws``;
 * ``/ws`` -- the WebSocket handshake; a GET without ``Upgrade: websocket`` gets 426;
-* ``/healthz`` -- 200 ``ok``;
+* ``/healthz`` -- 200 ``ok`` while the notifier is subscribed to Redis and Redis answers,
+  else 503 with the reason: a notifier that cannot hear the pipeline is not healthy;
 * anything else -- 404.
 
 Run it with ``blogflow notifier serve`` (``BLOGFLOW_SECRET_KEY`` and ``REDIS_URL`` set).
@@ -56,6 +62,11 @@ UNAUTHORIZED = 4401
 #: that stops reading must never hold up everyone else's progress.
 MAX_UNSENT_BYTES = 1 << 20
 _REDIS_CONNECTIONS = 50
+#: How often Redis is pinged beside the subscription, and how long a ping may take.
+_PING_EVERY = 1.0
+_PING_TIMEOUT = 2.0
+#: Backoff between attempts to subscribe again.
+_RESUBSCRIBE_FIRST, _RESUBSCRIBE_MAX = 0.1, 2.0
 
 
 def _keeping_up(connections: set[ServerConnection]) -> list[ServerConnection]:
@@ -106,9 +117,12 @@ def _text(status: http.HTTPStatus, text: str, *extra: tuple[str, str]) -> Respon
     return _http_response(status, text.encode(), "text/plain; charset=utf-8", extra=extra)
 
 
-def _route(connection: ServerConnection, request: Request) -> Response | None:
+def _route(
+    connection: ServerConnection, request: Request, unhealthy: str | None = None
+) -> Response | None:
     """websockets' ``process_request``: ``None`` lets ``/ws`` go on to the WebSocket
-    handshake; every other request is answered here, as plain HTTP."""
+    handshake; every other request is answered here, as plain HTTP. ``unhealthy`` is why
+    the notifier is not healthy, or None."""
     path = urlsplit(request.path).path
     if path == "/ws":
         if "websocket" not in (request.headers.get("Upgrade") or "").lower():
@@ -119,6 +133,8 @@ def _route(connection: ServerConnection, request: Request) -> Response | None:
             )
         return None
     if path == "/healthz":
+        if unhealthy is not None:
+            return _text(http.HTTPStatus.SERVICE_UNAVAILABLE, f"unhealthy: {unhealthy}\n")
         return _text(http.HTTPStatus.OK, "ok\n")
     if _BACKUP_PATH.fullmatch(path):
         host = request.headers.get("Host") or ""
@@ -153,6 +169,16 @@ class Notifier:
         self._listening = asyncio.Event()
         self._server: Server | None = None
         self._forwarder: asyncio.Task[None] | None = None
+        #: Why progress cannot reach browsers now, or None while subscribed.
+        self._unhealthy: str | None = "not subscribed to Redis yet"
+
+    @property
+    def unhealthy(self) -> str | None:
+        """Why the notifier cannot push progress now (``/healthz`` says it), or None."""
+        return self._unhealthy
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        return _route(connection, request, self._unhealthy)
 
     async def _authenticate(self, connection: ServerConnection) -> str | None:
         query = parse_qs(urlsplit(connection.request.path if connection.request else "").query)
@@ -183,19 +209,67 @@ class Notifier:
                 await progress.unregister(self._redis, connection_id, self._prefix)
 
     async def _forward(self) -> None:
+        """Keeps one subscription to every user's channel, making it again when it is
+        lost; runs until cancelled."""
+        delay, first = _RESUBSCRIBE_FIRST, True
+        while True:
+            try:
+                await self._subscription(catch_up=not first)
+                reason = "the Redis subscription ended"
+            except (redis_io.RedisError, OSError, TimeoutError) as error:
+                reason = f"lost the Redis subscription: {type(error).__name__}: {error}"
+            first = False
+            if self._unhealthy is None:  # it was subscribed: a new outage
+                _LOGGER.warning("%s; subscribing again", reason)
+                delay = _RESUBSCRIBE_FIRST
+            else:
+                _LOGGER.debug("%s; subscribing again", reason)
+                delay = min(delay * 2, _RESUBSCRIBE_MAX)
+            self._unhealthy = reason
+            await asyncio.sleep(delay)
+
+    async def _subscription(self, *, catch_up: bool) -> None:
+        """One subscription: relays messages until it fails or Redis stops answering."""
         pubsub = self._redis.pubsub()
-        await pubsub.psubscribe(self._prefix + progress.CHANNEL_PATTERN)
-        self._listening.set()
+        relay: asyncio.Task[None] | None = None
         try:
-            async for item in pubsub.listen():
-                if item["type"] != "pmessage":
-                    continue
-                user_id = progress.user_of_channel(item["channel"], self._prefix)
-                connections = self._connections.get(user_id)
-                if connections:
-                    broadcast(_keeping_up(connections), item["data"])
+            await asyncio.wait_for(
+                pubsub.psubscribe(self._prefix + progress.CHANNEL_PATTERN), _PING_TIMEOUT
+            )
+            relay = asyncio.create_task(self._relay(pubsub))
+            self._unhealthy = None
+            self._listening.set()
+            if catch_up:
+                _LOGGER.warning("subscribed to Redis again; sending browsers their replay")
+                await self._catch_up()
+            while not relay.done():
+                await asyncio.wait((relay,), timeout=_PING_EVERY)
+                if not relay.done():
+                    await asyncio.wait_for(self._redis.ping(), _PING_TIMEOUT)
+            relay.result()  # raises what ended it
         finally:
-            await pubsub.aclose()
+            if relay is not None:
+                relay.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await relay
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pubsub.aclose(), _PING_TIMEOUT)
+
+    async def _relay(self, pubsub: Any) -> None:
+        async for item in pubsub.listen():
+            if item["type"] != "pmessage":
+                continue
+            user_id = progress.user_of_channel(item["channel"], self._prefix)
+            connections = self._connections.get(user_id)
+            if connections:
+                broadcast(_keeping_up(connections), item["data"])
+
+    async def _catch_up(self) -> None:
+        """Sends every connected browser its replay: what it may have missed."""
+        for user_id, connections in list(self._connections.items()):
+            messages = await progress.replay(self._redis, user_id, self._prefix)
+            for message in messages:
+                broadcast(_keeping_up(connections), message)
 
     async def start(self, host: str = "127.0.0.1", port: int = 8765) -> int:
         """Starts listening (``port`` 0: any free port); returns the port.
@@ -212,7 +286,7 @@ class Notifier:
         # No permessage-deflate: progress messages are ~110 bytes, and compressing them
         # per connection cost half the notifier's CPU and 40 KB per connection.
         self._server = await serve(
-            self._handle, host, port, process_request=_route, compression=None
+            self._handle, host, port, process_request=self._process_request, compression=None
         )
         return int(self._server.sockets[0].getsockname()[1])
 
