@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -28,6 +29,10 @@ DEFAULT_DATABASE = "blogflow"
 #: MongoDB's error code for a duplicate ``_id``.
 DUPLICATE_KEY = 11000
 
+
+# pymongo's command log writes whole documents at DEBUG -- ``users`` with its encrypted
+# GitHub tokens among them -- so ``-vv`` must not reach it: blogflow logs no stored document.
+logging.getLogger("pymongo.command").setLevel(logging.INFO)
 
 _CLIENT_DEFAULTS: dict[str, Any] = {
     "serverSelectionTimeoutMS": 10_000,

@@ -1,5 +1,9 @@
 """blogflow users link: the token stored encrypted in the real MongoDB, never shown."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 from click.testing import CliRunner
 
@@ -73,3 +77,22 @@ def test_a_token_stored_under_another_key_is_refused(mongo_db, secret_key):
     with pytest.raises(TokenError, match="cannot be decrypted") as caught:
         load_link(mongo_db, "u1")
     assert TOKEN not in str(caught.value)
+
+
+def test_the_most_verbose_log_shows_no_stored_token(mongo_db, secret_key):
+    # At -vv pymongo's own command log printed the users documents, ciphertext and all.
+    done = subprocess.run(
+        [sys.executable, "-m", "blogflow.cli", "-vv", "users", "link", "u1"]
+        + ["--repo", "alice/b", "--token-stdin", "--mongo-db", mongo_db.name],
+        input=TOKEN + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "DEBUG" in done.stderr  # the log really was at its most verbose
+    stored = mongo_db.users.find_one({"_id": "u1"})["githubToken"]
+    ciphertext = stored.decode() if isinstance(stored, bytes) else str(stored)
+    assert ciphertext[:40] not in done.stderr + done.stdout
+    assert TOKEN not in done.stderr + done.stdout
