@@ -123,7 +123,7 @@ def main() -> None:
             ],
         )
 
-        stored = {doc["_id"]: doc for doc in db.sums.find({}, {"seen": False})}
+        stored = {doc["_id"]: doc for doc in db.sums.find({}, {"digests": False})}
         wrong = [a for a, total in expected.items() if stored.get(a, {}).get("sum") != total]
         incomplete = [a for a, doc in stored.items() if doc["status"] != "complete"]
         dead = db.deadletters.count_documents({})

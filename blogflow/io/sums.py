@@ -3,12 +3,14 @@
 MongoDB is the source of truth. Each array has one document::
 
     {_id: arrayId, sum, arrayLength, packetsSeen, status: "complete"|"partial",
-     updatedAt, seen: <base64 bitmap of the packets counted>, rev}
+     updatedAt, digests: <base64, one byte per packet: 0 or its value's digest>, rev}
 
 and Redis a hash ``sum:{arrayId}`` with ``sum``, ``arrayLength``, ``packetsSeen``,
-``status`` and ``updatedAt``. A batch costs one ``find``, one ``bulk_write`` and one Redis
-pipeline. Writers on several workers may race on one array: every replace is conditional
-on the ``rev`` it read, and a lost race is re-read and merged again (bounded retries).
+``status`` and ``updatedAt``. A document written before digests were kept has ``seen``,
+a bitmap of the packets counted, read as digests that conflict with nothing. A batch
+costs one ``find``, one ``bulk_write`` and one Redis pipeline. Writers on several
+workers may race on one array: every replace is conditional on the ``rev`` it read, and
+a lost race is re-read and merged again (bounded retries).
 
 Delivery: at-least-once input, exactly-once effect. A packet already counted changes
 nothing; a complete sum is written once and never again. Writes happen inside the bundle
@@ -28,7 +30,13 @@ from apache_beam.metrics import Metrics
 
 from blogflow.io import mongo, redis
 from blogflow.io.mongo import ReplaceOne
-from blogflow.transforms.summing import PartialSum, StoredSum, merge_into_stored
+from blogflow.transforms.summing import (
+    UNKNOWN_DIGEST,
+    PartialSum,
+    StoredSum,
+    count_conflicts,
+    merge_into_stored,
+)
 
 __all__ = ["COLLECTION", "WriteSums", "redis_key"]
 
@@ -50,8 +58,18 @@ def _stored(doc: dict[str, Any] | None) -> StoredSum | None:
         doc["_id"],
         int(doc["arrayLength"]),
         int(doc["sum"]),
-        base64.b64decode(doc["seen"]),
+        _digests(doc),
         int(doc["packetsSeen"]),
+    )
+
+
+def _digests(doc: dict[str, Any]) -> bytes:
+    if "digests" in doc:
+        return base64.b64decode(doc["digests"])
+    bitmap = base64.b64decode(doc["seen"])
+    return bytes(
+        UNKNOWN_DIGEST if bitmap[i >> 3] & (1 << (i & 7)) else 0
+        for i in range(int(doc["arrayLength"]))
     )
 
 
@@ -63,7 +81,7 @@ def _document(merged: StoredSum, rev: int, now: dt.datetime) -> dict[str, Any]:
         "packetsSeen": merged.packets_seen,
         "status": merged.status,
         "updatedAt": now,
-        "seen": base64.b64encode(merged.seen).decode("ascii"),
+        "digests": base64.b64encode(merged.seen).decode("ascii"),
         "rev": rev,
     }
 
@@ -148,13 +166,18 @@ class _WriteSumsFn(beam.DoFn):
         now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
         ops: list[ReplaceOne] = []
         writes: list[str] = []
+        # (packets counted, sums completed, conflicts) per array, counted once its
+        # write held: a write that lost a race is merged again from what won it.
+        outcomes: dict[str, tuple[int, int, int]] = {}
         for array_id in ids:
             doc = docs.get(array_id)
             before = _stored(doc)
+            conflicts = count_conflicts(before, pending[array_id])
             merged, changed = merge_into_stored(array_id, before, pending[array_id])
             if not changed:
                 if doc is not None:
                     results[array_id] = (merged, doc["updatedAt"])
+                outcomes[array_id] = (0, 0, conflicts)
                 continue
             rev = doc["rev"] if doc else 0
             ops.append(
@@ -164,14 +187,12 @@ class _WriteSumsFn(beam.DoFn):
             )
             writes.append(array_id)
             results[array_id] = (merged, now)
-            self._counted.inc(merged.packets_seen - (before.packets_seen if before else 0))
-            if merged.complete:
-                self._completed.inc()
-        if not ops:
-            return {}
+            counted = merged.packets_seen - (before.packets_seen if before else 0)
+            outcomes[array_id] = (counted, int(merged.complete), conflicts)
         lost: dict[str, PartialSum] = {}
         try:
-            self._sums.bulk_write(ops, ordered=False)
+            if ops:
+                self._sums.bulk_write(ops, ordered=False)
         except mongo.BulkWriteError as error:
             for write_error in error.details.get("writeErrors", []):
                 if write_error["code"] != mongo.DUPLICATE_KEY:
@@ -179,6 +200,18 @@ class _WriteSumsFn(beam.DoFn):
                 array_id = writes[write_error["index"]]
                 lost[array_id] = pending[array_id]
                 del results[array_id]
+        for array_id, (counted, completed, conflicts) in outcomes.items():
+            if array_id in lost:
+                continue
+            self._counted.inc(counted)
+            self._completed.inc(completed)
+            if conflicts:
+                self._conflicts.inc(conflicts)
+                _LOGGER.warning(
+                    "array %s: %d packets contradict packets already counted; not summed",
+                    array_id,
+                    conflicts,
+                )
         return lost
 
     def _mirror_to_redis(self, results: dict[str, tuple[StoredSum, dt.datetime]]) -> None:

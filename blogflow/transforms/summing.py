@@ -6,9 +6,15 @@ array are combined by :class:`SumPacketsFn`. Queues deliver at least once, so th
 combine is keyed by ``packetId``: a redelivered packet is never counted twice, and a sum
 is complete only when the distinct packets seen equal ``arrayLength``.
 
-The stored form of a sum (:class:`StoredSum`) keeps a bitmap of the packets already
-counted rather than their values, so a partial sum written by one run is completed
-exactly by a later run (:func:`merge_into_stored`) whatever the split and the order.
+The stored form of a sum (:class:`StoredSum`) keeps a one-byte digest of each packet
+counted rather than its value, so a partial sum written by one run is completed exactly
+by a later run (:func:`merge_into_stored`) whatever the split and the order, and a later
+packet that contradicts one already counted is recognised (:func:`count_conflicts`).
+
+Conflicts: the copy of a packet counted first wins. Queues such as SQS do not keep the
+order of sending, so that need not be the copy sent first; every other copy with another
+value is a conflict, counted and never summed, whether it meets the first in one bundle
+or in a later run (then with probability 253/254: the digest is one byte).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import dataclasses
 import datetime as dt
 import logging
 import uuid
+import zlib
 from collections.abc import Iterable, Sequence
 
 import apache_beam as beam
@@ -25,13 +32,16 @@ from blogflow.events import EventRejected, SumPacket, make_event
 from blogflow.transforms.combining import CombinePerBundle
 
 __all__ = [
+    "UNKNOWN_DIGEST",
     "Packet",
     "PartialSum",
     "StoredSum",
     "SumPackets",
     "SumPacketsFn",
+    "count_conflicts",
     "double_packet",
     "merge_into_stored",
+    "packet_digest",
     "split_array",
 ]
 
@@ -39,6 +49,13 @@ _LOGGER = logging.getLogger(__name__)
 
 #: ``(packetId, doubled value, arrayLength)``: a packet after the map step.
 Packet = tuple[int, int, int]
+#: The digest of a packet counted before digests were kept: it conflicts with nothing.
+UNKNOWN_DIGEST = 255
+
+
+def packet_digest(value: int) -> int:
+    """A packet value's one-byte digest, 1-254 (0 means "not counted")."""
+    return zlib.crc32(value.to_bytes(8, "little", signed=True)) % 254 + 1
 
 
 def split_array(
@@ -179,8 +196,9 @@ class StoredSum:
         array_id: the request's id.
         array_length: the number of packets that make the array.
         total: sum of the doubled values of the packets counted so far.
-        seen: bitmap, bit ``i`` set when packet ``i`` is counted.
-        packets_seen: number of bits set in ``seen``.
+        seen: one byte per packet: 0 while packet ``i`` is not counted, else the
+            :func:`packet_digest` of the value counted (or :data:`UNKNOWN_DIGEST`).
+        packets_seen: number of packets counted.
     """
 
     array_id: str
@@ -214,7 +232,7 @@ def merge_into_stored(
         that declare another length than the stored one are not counted (logged).
     """
     if stored is None:
-        empty = bytes((partial.array_length + 7) // 8)
+        empty = bytes(partial.array_length)
         stored = StoredSum(array_id, partial.array_length, 0, empty, 0)
     if partial.array_length != stored.array_length:
         _LOGGER.warning(
@@ -228,19 +246,31 @@ def merge_into_stored(
     seen = bytearray(stored.seen)
     total, counted = stored.total, stored.packets_seen
     if not counted:  # nothing stored yet: every packet is new
-        for packet_id in partial.values:
-            seen[packet_id >> 3] |= 1 << (packet_id & 7)
+        for packet_id, value in partial.values.items():
+            seen[packet_id] = packet_digest(value)
         total, counted = partial.total, len(partial.values)
     else:
         for packet_id, value in partial.values.items():
-            byte, mask = packet_id >> 3, 1 << (packet_id & 7)
-            if not seen[byte] & mask:
-                seen[byte] |= mask
+            if not seen[packet_id]:
+                seen[packet_id] = packet_digest(value)
                 total += value
                 counted += 1
     if counted == stored.packets_seen:
         return stored, False
     return StoredSum(array_id, stored.array_length, total, bytes(seen), counted), True
+
+
+def count_conflicts(stored: StoredSum | None, partial: PartialSum) -> int:
+    """How many packets of ``partial`` contradict a packet ``stored`` already counted
+    (another value for the same ``packetId``); they are not summed."""
+    if stored is None or partial.array_length != stored.array_length:
+        return 0
+    seen = stored.seen
+    return sum(
+        1
+        for packet_id, value in partial.values.items()
+        if seen[packet_id] not in (0, UNKNOWN_DIGEST, packet_digest(value))
+    )
 
 
 class SumPackets(beam.PTransform):

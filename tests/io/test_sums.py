@@ -1,5 +1,6 @@
 """WriteSums and WriteDeadLetters against the real local MongoDB and Redis."""
 
+import base64
 import datetime as dt
 
 import apache_beam as beam
@@ -129,3 +130,23 @@ def test_dead_letters_are_stored_once_with_their_reason(mongo_db):
     assert docs["m-2"]["payload"] == b"\xff"
     assert len(docs["m-3"]["payload"]) == MAX_PAYLOAD_BYTES and docs["m-3"]["truncated"]
     assert docs["m-3"]["payloadBytes"] == MAX_PAYLOAD_BYTES + 10
+
+
+def test_a_sum_stored_as_a_bitmap_is_completed_and_rewritten_with_digests(mongo_db, redis_prefix):
+    # The form written before digests were kept: packet 0 of 2 counted, as a bitmap.
+    mongo_db.sums.insert_one(
+        {
+            "_id": "old",
+            "sum": 6,
+            "arrayLength": 2,
+            "packetsSeen": 1,
+            "status": "partial",
+            "updatedAt": dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc),
+            "seen": "AQ==",
+            "rev": 1,
+        }
+    )
+    write(mongo_db, redis_prefix, [("old", partial((0, 99, 2), (1, 4, 2)))])
+    doc = mongo_db.sums.find_one({"_id": "old"})
+    assert (doc["sum"], doc["status"], doc["rev"]) == (10, "complete", 2)
+    assert "seen" not in doc and len(base64.b64decode(doc["digests"])) == 2

@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+from apache_beam.metrics.metric import MetricsFilter
 
 from blogflow.events import make_event
 from blogflow.io import redis as redis_io
@@ -143,6 +144,36 @@ def test_a_sum_past_32_bits_is_mirrored_and_its_redelivery_drains(
     assert stored(mongo_db, array_id)["sum"] == 8_000_000_000
     assert cached(array_id, redis_prefix)["sum"] == "8000000000"
     assert cached(other_id, redis_prefix)["status"] == "complete"
+
+
+def conflicts_counted(result):
+    found = result.metrics().query(MetricsFilter().with_name("sum_packet_conflicts"))
+    return sum(counter.committed for counter in found["counters"])
+
+
+def test_every_conflicting_copy_is_counted_and_never_summed(queue, mongo_db, redis_prefix):
+    # 100 packets sent twice with other values: once in a later drain (met against the
+    # store), once in the same drain (met in the bundle or against the store).
+    def copies(value):
+        return [
+            make_event(
+                "sum_packet",
+                {"arrayId": f"c{i}", "packetId": 0, "packetValue": value + i, "arrayLength": 1},
+                event_id=f"c{i}:{value}",
+            ).to_json()
+            for i in range(100)
+        ]
+
+    sqs.send_messages(queue, copies(1000))
+    first = drain(queue, mongo_db, redis_prefix)
+    sqs.send_messages(queue, copies(5000) + copies(9000))
+    later = drain(queue, mongo_db, redis_prefix)
+    assert conflicts_counted(first) == 0
+    # The values are fixed, and so are their one-byte digests: none of these collide.
+    assert conflicts_counted(later) == 200
+    for i in range(100):
+        doc = stored(mongo_db, f"c{i}")
+        assert (doc["sum"], doc["status"]) == (2 * (1000 + i), "complete")  # counted first
 
 
 def test_a_mongo_outage_fails_the_run_and_loses_nothing(

@@ -10,9 +10,12 @@ from hypothesis import strategies as st
 
 from blogflow.events import EventRejected, parse_event
 from blogflow.transforms.summing import (
+    UNKNOWN_DIGEST,
     PartialSum,
+    StoredSum,
     SumPackets,
     SumPacketsFn,
+    count_conflicts,
     double_packet,
     merge_into_stored,
     split_array,
@@ -128,3 +131,18 @@ def test_sum_packets_composite_on_a_real_runner():
             | beam.MapTuple(lambda key, acc: (key, acc.total, acc.complete))
         )
         assert_that(sums, equal_to([("a", 28, True), ("b", 20, True)]))
+
+
+def test_a_packet_contradicting_a_stored_one_is_a_conflict_and_is_not_summed():
+    stored, _ = merge_into_stored("a", None, _partial([(0, 6, 2)]))
+    later = _partial([(0, 8, 2), (1, 4, 2)])
+    assert count_conflicts(stored, later) == 1
+    merged, changed = merge_into_stored("a", stored, later)
+    assert changed and (merged.total, merged.complete) == (10, True)
+    assert count_conflicts(merged, _partial([(0, 6, 2), (1, 4, 2)])) == 0  # redeliveries
+
+
+def test_a_packet_counted_before_digests_conflicts_with_nothing():
+    legacy = StoredSum("a", 2, 6, bytes([UNKNOWN_DIGEST, 0]), 1)
+    assert count_conflicts(legacy, _partial([(0, 8, 2)])) == 0
+    assert merge_into_stored("a", legacy, _partial([(0, 8, 2)])) == (legacy, False)
