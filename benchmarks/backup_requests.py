@@ -62,7 +62,7 @@ from github import Auth, Github
 
 from blogflow.events import make_event
 from blogflow.io import redis as redis_io
-from blogflow.io.backups import load_backup, load_items
+from blogflow.io.backups import load_backup, load_items, store_publication
 from blogflow.io.users import link_user
 from blogflow.local import LocalStack
 from blogflow.local.github import DEFAULT_RATE_LIMIT_PER_MINUTE
@@ -426,6 +426,10 @@ def main() -> None:
         db = mongo[db_name]
         try:
             db.posts.insert_many(posts + overlap["pub-x"] + overlap["pub-y"])
+            # who may back them up: the owner or a member (MongoDB publications)
+            store_publication(db, "pub-bench", "author-bench", [f"user-{s}" for s in sizes])
+            for pub in overlap:
+                store_publication(db, pub, "author-overlap", ["user-overlap"])
             env = {**os.environ, **stack.env, "PYTHONUNBUFFERED": "1"}
             backups = Backups(Path(work), env, stand_in.url, db_name, prefix)
 

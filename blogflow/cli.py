@@ -276,29 +276,37 @@ def backups_show(backup_id: str, mongo_uri: str | None, mongo_db: str, as_json: 
     default=600.0,
     show_default=True,
     type=click.FloatRange(min=0),
-    help="Resume running backups nothing has updated for this many seconds.",
+    help="Resume 'running' backups nothing has updated for this many seconds.",
 )
 @click.option("--dry-run", is_flag=True, help="List the backups, send nothing.")
 @_mongo_options
 def backups_resume(
     target: str, idle: float, dry_run: bool, mongo_uri: str | None, mongo_db: str
 ) -> None:
-    """Send the request of every stalled backup again, so the backup job finishes it.
+    """Send again the request of every backup a new try can finish; the backup job
+    then writes only the posts that did not end well.
 
-    A backup is stalled when it is 'running' but nothing updated it for --idle seconds:
-    its job stopped after planning it. The job skips the posts that already ended well.
+    Sent: 'running' backups nothing updated for --idle seconds (their job stopped after
+    planning them), and 'failed' backups with posts that GitHub kept failing, throttling
+    or refusing after the retries (sent at once, whatever --idle says).
+
+    Not sent: backups refused as a whole (unknown publication, a user who is neither its
+    owner nor a member, no posts, no linked repository), and posts that failed for a
+    refused token, a missing repository, an unsafe id or their size: mend the cause, then
+    request the backup again.
     """
     from blogflow.io import publish as publishing
-    from blogflow.io.backups import resume_request, stalled_backups
+    from blogflow.io.backups import resumable_backups, resume_request
 
-    stalled = stalled_backups(_database(mongo_uri, mongo_db), idle)
+    stalled = resumable_backups(_database(mongo_uri, mongo_db), idle)
     for doc in stalled:
         click.echo(
             f"backup {doc['_id']} of {doc.get('publicationId')} for {doc.get('userId')}: "
-            f"{doc.get('done')}/{doc.get('total')}, last updated {doc.get('updatedAt')}"
+            f"{doc.get('status')}, {doc.get('done')}/{doc.get('total')} done, "
+            f"{doc.get('failed')} failed, last updated {doc.get('updatedAt')}"
         )
     if dry_run or not stalled:
-        click.echo(f"{len(stalled)} stalled backup(s); nothing sent")
+        click.echo(f"{len(stalled)} backup(s) to resume; nothing sent")
         return
     try:
         requests = [resume_request(doc) for doc in stalled]

@@ -2,11 +2,18 @@
 
 Two DoFns, one on each side of the per-repository shuffle:
 
-- :class:`PlanBackupsFn`: a ``backup_requested`` event → the publication's posts from
-  MongoDB ``posts`` and the user's repository from ``users`` → a ``backups`` document
-  (``running``) → ``(repository, BackupChunk)`` per commit. A request that cannot run
-  (unknown publication, no linked repository) ends its backup as ``failed`` with the
-  reason, at once.
+- :class:`PlanBackupsFn`: a ``backup_requested`` event → who may export the publication,
+  from MongoDB ``publications`` → its posts from ``posts`` and the user's repository from
+  ``users`` → a ``backups`` document (``running``) → ``(repository, BackupChunk)`` per
+  commit. A request that cannot run ends its backup as ``failed`` with the reason, at
+  once: a publication with no ``publications`` document (unknown: nobody is known to own
+  it), a requester who is neither its owner nor one of its members (``user 'bob' may not
+  back up publication 'pub-1'``: no post of it is read, nothing is committed, and the
+  requester's browser is told only that the backup failed, with a total of 0), a
+  publication without posts, a user with no linked repository. A request that names a
+  stored backup of another user or of another publication is dead-lettered (stage
+  ``plan``) and leaves that backup and its items as they are: a backup id names one
+  backup.
 - :class:`BackupWriter`: writes one chunk with :class:`~blogflow.io.github.RepoWriter`,
   stores each post's result in ``backup_items`` and the counts in ``backups``, and returns
   the progress messages for the browser. The pipeline calls it for one repository at a
@@ -16,10 +23,15 @@ Two DoFns, one on each side of the per-repository shuffle:
 
 Documents::
 
+    publications {_id: publicationId, ownerId, members: [userId, ...]}  (the platform's)
     backups      {_id: backupId, userId, publicationId, total, done, failed, status,
                   error, startedAt, updatedAt, finishedAt}
     backup_items {_id: "<backupId>:<postId>", backupId, postId, status, path, commitSha,
-                  error, at}
+                  error, retryable, at}
+
+``retryable`` is true for a ``failed`` item that a later try may write with nothing
+mended (GitHub still failing, throttling or refusing the commit after the retries);
+:func:`resumable_backups` lists the backups ``blogflow backups resume`` sends again.
 
 Delivery: at least once, effects exactly once. A replayed request of a ``done`` backup is
 dropped; one of a ``running`` or ``failed`` backup resumes it: posts already
@@ -41,9 +53,9 @@ from apache_beam.coders import StrUtf8Coder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
-from blogflow.events import Rejection, make_event
+from blogflow.events import make_event, reject_event
 from blogflow.io import mongo, users
-from blogflow.io.github import GitHubError, RepoWriter
+from blogflow.io.github import GitHubError, RepoAccessError, RepoWriter
 from blogflow.tokens import TokenError
 from blogflow.transforms.backups import (
     FAILED,
@@ -52,29 +64,37 @@ from blogflow.transforms.backups import (
     BackupChunk,
     BackupFile,
     BackupPost,
+    Publication,
     backup_status,
+    may_export,
     plan_backup,
     progress_message,
+    should_resume,
 )
 
 __all__ = [
     "BACKUPS",
     "ITEMS",
     "POSTS",
+    "PUBLICATIONS",
     "BackupWriter",
     "PlanBackupsFn",
     "WriteBackups",
     "REJECTED",
     "load_backup",
     "load_items",
+    "load_publication",
+    "resumable_backups",
     "resume_request",
-    "stalled_backups",
+    "store_publication",
 ]
 
 _LOGGER = logging.getLogger(__name__)
 
 BACKUPS, ITEMS, POSTS = "backups", "backup_items", "posts"
-#: Tag of PlanBackupsFn's output of requests that are not backups (no userId).
+PUBLICATIONS = "publications"
+#: Tag of PlanBackupsFn's output of requests that are not backups (no userId, or the id
+#: of another user's or another publication's backup).
 REJECTED = "rejected"
 _WRITERS_KEPT = 16
 
@@ -95,15 +115,47 @@ def load_backup(db: Any, backup_id: str) -> dict[str, Any] | None:
     return db[BACKUPS].find_one({"_id": backup_id})  # type: ignore[no-any-return]
 
 
-def stalled_backups(db: Any, idle: float, now: dt.datetime | None = None) -> list[dict[str, Any]]:
-    """``running`` backups that nothing updated for ``idle`` seconds: their job stopped
-    after planning them (in a batch run the request is acknowledged by then)."""
-    cutoff = (now or _now()) - dt.timedelta(seconds=idle)
-    running = db[BACKUPS].find({"status": RUNNING})
-    return sorted(
-        (b for b in running if _aware(b.get("updatedAt") or b["startedAt"]) <= cutoff),
-        key=lambda b: b["_id"],
+def load_publication(db: Any, publication_id: str) -> Publication | None:
+    """Who owns ``publication_id`` and who is a member, from ``publications``; None when
+    the platform has no document of it."""
+    doc = db[PUBLICATIONS].find_one({"_id": publication_id})
+    return Publication.from_document(doc) if doc else None
+
+
+def store_publication(
+    db: Any, publication_id: str, owner_id: str, members: Iterable[str] = ()
+) -> None:
+    """Stores (or replaces) a ``publications`` document, as the platform keeps them: for
+    the demo and for setting up tests.
+
+    Raises:
+        ValueError: for an empty publication or owner id.
+    """
+    if not publication_id or not owner_id:
+        raise ValueError("a publication needs an id and an owner")
+    db[PUBLICATIONS].replace_one(
+        {"_id": publication_id},
+        {"_id": publication_id, "ownerId": owner_id, "members": sorted(set(members))},
+        upsert=True,
     )
+
+
+def resumable_backups(db: Any, idle: float, now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """The backups ``blogflow backups resume`` sends again (see
+    :func:`~blogflow.transforms.backups.should_resume`): ``running`` ones nothing updated
+    for ``idle`` seconds (their job stopped after planning them; in a batch run the request
+    is acknowledged by then), and ``failed`` ones with posts a later try may write."""
+    cutoff = (now or _now()) - dt.timedelta(seconds=idle)
+    found = []
+    for backup in db[BACKUPS].find({"status": {"$in": [RUNNING, FAILED]}}):
+        retryable = 0
+        if backup["status"] == FAILED and not backup.get("error") and backup.get("failed"):
+            retryable = db[ITEMS].count_documents(
+                {"backupId": backup["_id"], "status": FAILED, "retryable": True}
+            )
+        if should_resume(backup, retryable, cutoff):
+            found.append(backup)
+    return sorted(found, key=lambda b: b["_id"])
 
 
 def resume_request(backup: dict[str, Any]) -> bytes:
@@ -115,25 +167,21 @@ def resume_request(backup: dict[str, Any]) -> bytes:
     ).to_json()
 
 
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
-
-
 def load_items(db: Any, backup_id: str) -> list[dict[str, Any]]:
     """The ``backup_items`` of ``backup_id``, by post id."""
     return sorted(db[ITEMS].find({"backupId": backup_id}), key=lambda item: item["postId"])
 
 
 def _rejected(event: Any, reason: str) -> beam.pvalue.TaggedOutput:
-    return beam.pvalue.TaggedOutput(
-        REJECTED, Rejection("plan", reason, event.model_dump_json().encode(), event.id)
-    )
+    """The request as a dead letter: its raw message and source id when ParseEvents kept
+    them (``keep_source=True``)."""
+    return beam.pvalue.TaggedOutput(REJECTED, reject_event(event, "plan", reason))
 
 
 class PlanBackupsFn(beam.DoFn):
     """``BackupRequested`` → ``(repository, BackupChunk)`` per commit; ``(userId,
-    message)`` progress on the ``progress`` output; requests without a user to
-    ``rejected``."""
+    message)`` progress on the ``progress`` output; requests without a user, or naming a
+    backup of another user or publication, to ``rejected``."""
 
     PROGRESS = "progress"
 
@@ -169,20 +217,29 @@ class PlanBackupsFn(beam.DoFn):
         if existing is not None and existing.get("userId") != user_id:
             yield _rejected(event, f"backup {backup_id!r} belongs to another user")
             return
+        if existing is not None and existing.get("publicationId") != publication_id:
+            yield _rejected(
+                event,
+                f"backup {backup_id!r} is of publication {existing.get('publicationId')!r}, "
+                f"not {publication_id!r}: a backup id names one backup; request a new id",
+            )
+            return
         if existing is not None and existing.get("status") not in (RUNNING, FAILED):
             self._replays.inc()
             _LOGGER.info("backup %s is %s already; request dropped", backup_id, existing["status"])
             return
-        posts = [
-            BackupPost.from_document(doc)
-            for doc in self._db[POSTS].find({"publicationId": publication_id})
-        ]
+        error = self._refusal(user_id, publication_id)
+        posts = []
+        if error is None:
+            posts = [
+                BackupPost.from_document(doc)
+                for doc in self._db[POSTS].find({"publicationId": publication_id})
+            ]
         total = len(posts)
-        error = None
         repo = ""
-        if not posts:
-            error = f"publication {publication_id!r} is unknown or has no posts"
-        else:
+        if error is None and not posts:
+            error = f"publication {publication_id!r} has no posts"
+        elif error is None:
             try:
                 repo = users.load_link(self._db, user_id).repo
             except (users.UserNotLinkedError, TokenError) as refused:
@@ -196,7 +253,8 @@ class PlanBackupsFn(beam.DoFn):
             "_id": backup_id,
             "userId": user_id,
             "publicationId": publication_id,
-            "total": total,
+            # a refused request reads no post: it learns nothing of the publication
+            "total": int((existing or {}).get("total", 0)) if error else total,
             "status": FAILED if error else RUNNING,
             "error": error,
             "updatedAt": now,
@@ -205,8 +263,10 @@ class PlanBackupsFn(beam.DoFn):
         _replace(self._db, stored)
         if error:
             self._refused.inc()
+            _LOGGER.info("backup %s refused: %s", backup_id, error)
             yield beam.pvalue.TaggedOutput(
-                self.PROGRESS, (user_id, progress_message(backup_id, None, FAILED, 0, total))
+                self.PROGRESS,
+                (user_id, progress_message(backup_id, None, FAILED, 0, stored["total"])),
             )
             return
         self._planned.inc()
@@ -223,6 +283,18 @@ class PlanBackupsFn(beam.DoFn):
             max_post_bytes=self._max_post_bytes,
         ):
             yield repo.lower(), chunk
+
+    def _refusal(self, user_id: str, publication_id: str) -> str | None:
+        """Why ``user_id`` may not back up ``publication_id``, or None when they may."""
+        publication = load_publication(self._db, publication_id)
+        if publication is None:
+            return (
+                f"publication {publication_id!r} is unknown: it has no 'publications' "
+                "document naming its owner and members"
+            )
+        if not may_export(user_id, publication):
+            return f"user {user_id!r} may not back up publication {publication_id!r}"
+        return None
 
 
 class BackupWriter:
@@ -294,7 +366,9 @@ class BackupWriter:
         now = _now()
         items = []
         for file in pending:
-            status, sha, error = results.get(file.post_id, (FAILED, None, file.error))
+            status, sha, error, retryable = results.get(
+                file.post_id, (FAILED, None, file.error, False)
+            )
             items.append(
                 {
                     "_id": f"{chunk.backup_id}:{file.post_id}",
@@ -304,6 +378,7 @@ class BackupWriter:
                     "path": file.path,
                     "commitSha": sha,
                     "error": error,
+                    "retryable": retryable,
                     "at": now,
                 }
             )
@@ -314,8 +389,11 @@ class BackupWriter:
 
     def _commit(
         self, chunk: BackupChunk, files: list[BackupFile]
-    ) -> dict[str, tuple[str, str | None, str | None]]:
-        """``postId → (status, commitSha, error)`` of the files written as one commit."""
+    ) -> dict[str, tuple[str, str | None, str | None, bool]]:
+        """``postId → (status, commitSha, error, retryable)`` of the files written as one
+        commit. A failure is retryable when GitHub kept failing, throttling or refusing
+        the commit; a refused token, a repository it cannot see, no link or an
+        undecryptable token need a person first."""
         if not files:
             return {}
         try:
@@ -326,15 +404,16 @@ class BackupWriter:
             )
         except (users.UserNotLinkedError, TokenError, GitHubError) as error:
             _LOGGER.warning("backup %s: %d post(s) failed: %s", chunk.backup_id, len(files), error)
-            return {f.post_id: (FAILED, None, str(error)) for f in files}
+            retryable = isinstance(error, GitHubError) and not isinstance(error, RepoAccessError)
+            return {f.post_id: (FAILED, None, str(error), retryable) for f in files}
         if result.commit_sha:
             self.commits.inc()
             self.last_commit = result.commit_sha
         written = set(result.written)
         return {
-            f.post_id: ("committed", result.commit_sha, None)
+            f.post_id: ("committed", result.commit_sha, None, False)
             if f.path in written
-            else ("unchanged", None, None)
+            else ("unchanged", None, None, False)
             for f in files
         }
 

@@ -6,9 +6,10 @@ pipeline on FnApiRunner, and prints the sums stored in MongoDB and Redis and the
 letters. Then it puts a day of a small site's events (posts, follows, views, likes,
 comments, one redelivered) on a two-shard Kinesis stream, drains it with the feed job
 and prints a sample user's feed from Redis. Last, it links a user to a repository on the
-GitHub stand-in, asks for a backup of a publication over SQS, runs the backup job and
-prints each post's result and the address of the live progress page. It leaves the stack
-running so the results can be explored; ``blogflow local down`` stops it.
+GitHub stand-in, stores a publication they own (MongoDB ``publications``) and its posts,
+asks for a backup of it over SQS, runs the backup job and prints each post's result and
+the address of the live progress page. It leaves the stack running so the results can be
+explored; ``blogflow local down`` stops it.
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ DEMO_WRITER = "demo-writer"
 def _backup_demo(echo: Callable[[str], None], notifier_url: str) -> bool:
     from blogflow.events import make_event
     from blogflow.io import mongo, sqs
-    from blogflow.io.backups import load_backup, load_items
+    from blogflow.io.backups import load_backup, load_items, store_publication
     from blogflow.io.github import create_repository
     from blogflow.io.users import link_user
     from blogflow.pipelines import backup
@@ -197,6 +198,7 @@ def _backup_demo(echo: Callable[[str], None], notifier_url: str) -> bool:
     try:
         link_user(db, DEMO_WRITER, repo, token)
         publication = f"pub-demo-{suffix}"
+        store_publication(db, publication, DEMO_WRITER)  # only its owner may back it up
         db["posts"].insert_many(
             [
                 {
@@ -213,6 +215,7 @@ def _backup_demo(echo: Callable[[str], None], notifier_url: str) -> bool:
             ]
         )
         echo(f"linked {DEMO_WRITER} to {repo} on the GitHub stand-in (token stored encrypted)")
+        echo(f"publication {publication}: {len(_DEMO_POSTS)} posts, owned by {DEMO_WRITER}")
         backup_id = f"backup-{suffix}"
         queue = f"blogflow-demo-backups-{suffix}"
         sqs.create_queue(queue)

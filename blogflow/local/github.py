@@ -15,6 +15,18 @@ Admin routes for tests (no token needed)::
     POST /_admin/users      {"token": T, "login": L}: T authenticates as L
     POST /_admin/config     {"rate_limit_per_minute": N, "fail_next": [{"status": 502}]}
 
+``fail_next`` replaces the queue of injected faults. Each is ``{"status", "message",
+"headers", "method", "path", "skip", "after"}``, all but ``status`` optional: a request
+takes the first fault it matches (``method`` equal, ``path`` a regular expression found
+in the request's path; both match anything when absent), which is then used up, unless
+its ``skip`` is still above 0: then the request passes and ``skip`` counts down. The
+request is answered with the fault's status, message and headers instead of being
+served; with ``"after": true`` it is served first and its answer replaced, like a lost
+response (the write happened, the client sees the failure). For example ``{"status":
+422, "method": "POST", "path": "/git/trees$", "skip": 2}`` fails the third tree creation
+from now, ``{"status": 403, "message": "secondary rate limit", "headers":
+{"retry-after": "1"}}`` throttles the next request.
+
 Run it with ``python -m blogflow.local.github --host 127.0.0.1 --port 8080``, or in a
 thread with `GitHubStandIn`::
 
@@ -227,6 +239,13 @@ class _State:
             return {"login": login, "id": self.user_ids[login], "type": "User"}
 
 
+def _fault_error(fault: dict[str, Any]) -> _HTTPError:
+    headers = {str(k): str(v) for k, v in (fault.get("headers") or {}).items()}
+    return _HTTPError(
+        int(fault.get("status", 502)), str(fault.get("message", "Server Error")), headers
+    )
+
+
 # --------------------------------------------------------------------------- handler
 
 
@@ -317,10 +336,14 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _HTTPError(400, "Problems parsing JSON") from error
             token = self._token()
             login = self._authenticate(token)
-            self._fault()
+            fault = self._fault(path)
+            if fault is not None and not fault.get("after"):
+                raise _fault_error(fault)
             if self.command in _WRITE_METHODS:
                 self._rate_limit(token)
             status, body = self._route(path, login)
+            if fault is not None:
+                raise _fault_error(fault)  # served, yet the client sees the fault
             self._send(status, body)
         except _HTTPError as error:
             status = error.status
@@ -349,12 +372,19 @@ class _Handler(BaseHTTPRequestHandler):
             raise _HTTPError(401, "Bad credentials")
         return self.state.logins.get(token) or login_for_token(token)
 
-    def _fault(self) -> None:
+    def _fault(self, path: str) -> dict[str, Any] | None:
+        """Takes the first injected fault this request matches off the queue."""
         with self.state.lock:
-            fault = self.state.fail_next.pop(0) if self.state.fail_next else None
-        if fault is not None:
-            status = int(fault.get("status", 502))
-            raise _HTTPError(status, str(fault.get("message", "Server Error")))
+            for n, fault in enumerate(self.state.fail_next):
+                if fault.get("method", self.command).upper() != self.command:
+                    continue
+                if "path" in fault and not re.search(str(fault["path"]), path):
+                    continue
+                if int(fault.get("skip") or 0) > 0:
+                    fault["skip"] = int(fault["skip"]) - 1
+                    return None
+                return self.state.fail_next.pop(n)
+        return None
 
     def _rate_limit(self, token: str | None) -> None:
         now = time.monotonic()
@@ -413,8 +443,11 @@ class _Handler(BaseHTTPRequestHandler):
                     state.rate_limit_per_minute = int(body["rate_limit_per_minute"])
                     state.windows.clear()
                 if "fail_next" in body:
-                    state.fail_next = list(body["fail_next"])
-                config = {"rate_limit_per_minute": state.rate_limit_per_minute}
+                    state.fail_next = [dict(fault) for fault in body["fail_next"]]
+                config = {
+                    "rate_limit_per_minute": state.rate_limit_per_minute,
+                    "fail_next": list(state.fail_next),
+                }
             self._send(200, config)
         else:
             self._send(404, {"message": "Not Found"})
@@ -775,8 +808,13 @@ class GitHubStandIn:
         return self._admin("GET", "/_admin/requests")  # type: ignore[no-any-return]
 
     def configure(self, **config: Any) -> dict[str, Any]:
-        """Posts ``/_admin/config``: ``rate_limit_per_minute``, ``fail_next``."""
+        """Posts ``/_admin/config``: ``rate_limit_per_minute``, ``fail_next`` (see the
+        module's docstring); returns the configuration in force."""
         return self._admin("POST", "/_admin/config", config)  # type: ignore[no-any-return]
+
+    def pending_faults(self) -> list[dict[str, Any]]:
+        """The injected faults no request has matched yet."""
+        return self.configure()["fail_next"]  # type: ignore[no-any-return]
 
     def revoke(self, token: str) -> None:
         """Makes every later request with `token` answer 401."""

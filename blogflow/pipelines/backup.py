@@ -7,7 +7,8 @@
                   └─ rejected ──────────────────────────────────────► WriteDeadLetters
 
 ``backup_requested {backupId, publicationId}`` (the envelope's ``userId`` is whose
-repository) → the publication's posts from MongoDB ``posts`` → chunks of
+repository; it must be the publication's owner or a member, as MongoDB ``publications``
+says) → the publication's posts from MongoDB ``posts`` → chunks of
 ``--posts-per-commit`` posts → keyed by repository → written one chunk after another per
 repository (a stateful DoFn when streaming, a GroupByKey in batch) → MongoDB ``backups``
 and ``backup_items`` → progress messages to the user's browsers.
@@ -20,8 +21,8 @@ Replays are safe: a backup that is ``done`` is not written again, and a resumed 
 (``running`` or ``failed``) skips the posts that already ended well. In batch on
 FnApiRunner the source's messages are acknowledged once the backup is planned (stored as
 ``running`` in MongoDB), before its commits: should the job stop between the two,
-``blogflow backups resume`` sends the requests of such stalled backups again, and the
-next run finishes them.
+``blogflow backups resume`` sends the requests of such stalled backups again (and of
+``failed`` ones whose posts GitHub kept failing), and the next run finishes them.
 """
 
 from __future__ import annotations
@@ -119,7 +120,9 @@ class BackUpPublications(beam.PTransform):
     """Backs up the publications of ``backup_requested`` events.
 
     Input: parsed ``BackupRequested`` events. Output: a dict with ``"progress"``,
-    ``(userId, message)`` for the browser, and ``"rejected"``, requests that name no user.
+    ``(userId, message)`` for the browser, and ``"rejected"``: requests that name no user
+    or the id of another user's or another publication's backup, as
+    :class:`~blogflow.events.Rejection` s (the raw message when ParseEvents kept it).
     """
 
     def __init__(
@@ -171,7 +174,10 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
     stores = options.view_as(StoreOptions)
     backup = options.view_as(BackupOptions)
     records = pipeline | "ReadSource" >> read_source(options)
-    parsed = records | "ParseEvents" >> ParseEvents(accept={"backup_requested"}, event_time=False)
+    # keep_source: a request PlanBackups rejects is dead-lettered as the message received
+    parsed = records | "ParseEvents" >> ParseEvents(
+        accept={"backup_requested"}, event_time=False, keep_source=True
+    )
     backups = parsed.events | "BackUpPublications" >> BackUpPublications(
         streaming=bool(options.view_as(StandardOptions).streaming),
         mongo_uri=stores.mongo_uri,

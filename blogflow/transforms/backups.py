@@ -15,15 +15,20 @@ whether it changed.
   large) rides along with its reason, so it ends as a ``failed`` item.
 - :func:`progress_message` and :func:`backup_status`: what the browser is told and what
   MongoDB ``backups`` says.
+- :func:`may_export`: who may back up a publication — its owner and its members, as the
+  platform's ``publications`` collection lists them (:class:`Publication`); nobody may
+  back up a publication that has no such document.
+- :func:`should_resume`: which stored backups ``blogflow backups resume`` sends again.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 __all__ = [
@@ -35,15 +40,18 @@ __all__ = [
     "BackupChunk",
     "BackupFile",
     "BackupPost",
+    "Publication",
     "UnsafePathError",
     "backup_status",
     "commit_batches",
+    "may_export",
     "plan_backup",
     "progress_message",
     "git_blob_sha",
     "post_path",
     "render_post",
     "safe_slug",
+    "should_resume",
 ]
 
 #: The folder of the repository that holds the backed-up posts.
@@ -249,3 +257,55 @@ def backup_status(total: int, done: int, failed: int) -> str:
     if done + failed < total:
         return RUNNING
     return FAILED if failed else DONE
+
+
+class Publication(NamedTuple):
+    """Who a publication belongs to: the platform's ``publications`` document."""
+
+    publication_id: str
+    owner_id: str
+    members: frozenset[str]
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any]) -> Publication:
+        """From ``{_id, ownerId, members: [userId, ...]}``; a missing or malformed
+        ``members`` is no members, never anyone."""
+        members = doc.get("members")
+        listed = members if isinstance(members, (list, tuple)) else ()
+        return cls(
+            str(doc["_id"]),
+            str(doc.get("ownerId") or ""),
+            frozenset(str(m) for m in listed if isinstance(m, str) and m),
+        )
+
+
+def may_export(user_id: str, publication: Publication | None) -> bool:
+    """Whether ``user_id`` may back up ``publication``'s posts to their own repository:
+    its owner or one of its members may; with no ``publications`` document
+    (``publication`` None) nobody may, since nobody is known to own it."""
+    if publication is None or not user_id:
+        return False
+    return user_id == publication.owner_id or user_id in publication.members
+
+
+def should_resume(
+    backup: Mapping[str, Any], retryable_failed: int, stalled_since: dt.datetime
+) -> bool:
+    """Whether ``blogflow backups resume`` sends a stored backup's request again.
+
+    A ``running`` backup nothing updated since ``stalled_since`` is resumed: its job
+    stopped after planning it. A ``failed`` backup is resumed when ``retryable_failed`` of
+    its posts failed in a way a later try may mend by itself (GitHub still failing,
+    throttling or refusing the commit after the retries), unless the backup was refused as
+    a whole (its ``error``: unknown publication, a user who may not export it, no posts,
+    no linked repository) — those, like a revoked token, a missing repository, an unsafe
+    or too large post, need a person, and a new request once mended.
+    """
+    status = backup.get("status")
+    if status == RUNNING:
+        updated = backup.get("updatedAt") or backup.get("startedAt")
+        if not isinstance(updated, dt.datetime):
+            return False
+        aware = updated if updated.tzinfo else updated.replace(tzinfo=dt.timezone.utc)
+        return aware <= stalled_since
+    return status == FAILED and not backup.get("error") and retryable_failed > 0

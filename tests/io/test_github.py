@@ -193,3 +193,61 @@ def test_an_unreachable_github_is_retried_then_a_clear_error():
     with pytest.raises(GitHubError, match="GitHub unreachable after 2 attempt") as error:
         writer.write(files(1), "x")
     assert TOKEN not in str(error.value)
+
+
+def head_of(repo):
+    return repo.get_git_commit(repo.get_git_ref("heads/main").object.sha)
+
+
+def test_a_409_or_a_422_to_a_step_of_a_commit_rebuilds_it_on_the_current_head(github, repo):
+    writer = RepoWriter(repo.full_name, Secret(TOKEN), api_url=github.url, rebuild_wait=0.01)
+    before = head_of(repo)
+    github.configure(
+        fail_next=[
+            {"status": 422, "method": "POST", "path": "/git/trees$", "message": "BadObjectState"},
+            {"status": 409, "method": "POST", "path": "/git/commits$", "message": "Conflict"},
+            {"status": 409, "method": "PATCH", "path": "/git/refs/", "message": "Conflict"},
+        ]
+    )
+    since = len(github.requests())
+
+    result = writer.write(files(3), "after a 422 and two 409s")
+
+    assert github.pending_faults() == []  # every fault was met
+    assert result.commit_sha and result.attempts == 4 and len(result.written) == 3
+    refused = [(r["method"], r["status"]) for r in writes(github, since) if r["status"] >= 400]
+    assert refused == [("POST", 422), ("POST", 409), ("PATCH", 409)]
+    head = head_of(repo)
+    assert head.sha == result.commit_sha and [p.sha for p in head.parents] == [before.sha]
+    assert repo.get_contents("posts/post-2-p2.md").decoded_content == b"# Post 2 v1\n"
+    writer.close()
+
+
+def test_a_commit_refused_on_every_attempt_fails_clearly_and_writes_nothing(github, repo):
+    writer = RepoWriter(
+        repo.full_name, Secret(TOKEN), api_url=github.url, max_attempts=3, rebuild_wait=0.01
+    )
+    before = head_of(repo).sha
+    github.configure(fail_next=[{"status": 422, "method": "POST", "path": "/git/trees$"}] * 4)
+    since = len(github.requests())
+    with pytest.raises(GitHubError, match="refused the commit 3 time") as refused:
+        writer.write(files(2), "never lands")
+    assert refused.value.status == 422 and "creating the tree" in str(refused.value)
+    assert TOKEN not in str(refused.value)
+    assert len(github.pending_faults()) == 1  # bounded: three builds, not four
+    assert [r["status"] for r in writes(github, since)] == [422, 422, 422]
+    assert head_of(repo).sha == before
+    writer.close()
+
+
+def test_a_ref_update_whose_answer_was_lost_commits_once(github, repo):
+    writer = RepoWriter(repo.full_name, Secret(TOKEN), api_url=github.url)
+    before = head_of(repo).sha
+    # GitHub moves the branch, then the answer is lost: the retried update is a no-op
+    github.configure(fail_next=[{"status": 502, "method": "PATCH", "after": True}])
+    result = writer.write(files(2), "answer lost")
+    head = head_of(repo)
+    assert head.sha == result.commit_sha and [p.sha for p in head.parents] == [before]
+    assert [r["status"] for r in github.requests() if r["method"] == "PATCH"] == [502, 200]
+    assert writer.write(files(2), "again").commit_sha is None
+    writer.close()

@@ -131,6 +131,42 @@ def test_secondary_rate_limit_and_injected_faults(server: GitHubStandIn, token: 
     assert repo.get_contents("README.md").decoded_content == b"# limited\n"
 
 
+def test_faults_aimed_at_a_route_served_or_not(server: GitHubStandIn, token: str) -> None:
+    repo = _client(server, token).get_user().create_repo("aimed", auto_init=True)
+    server.configure(
+        fail_next=[
+            {"status": 422, "method": "POST", "path": "/git/trees$", "message": "BadObjectState"},
+            {"status": 502, "method": "PATCH", "path": "/git/refs/", "after": True},
+            {"status": 403, "message": "secondary rate limit", "headers": {"retry-after": "7"}},
+        ]
+    )
+    with pytest.raises(GithubException) as error:  # a GET: only the last fault matches it
+        repo.get_git_ref("heads/main")
+    assert error.value.status == 403 and error.value.headers["retry-after"] == "7"
+    assert [f["status"] for f in server.pending_faults()] == [422, 502]
+    ref = repo.get_git_ref("heads/main")
+    base = repo.get_git_commit(ref.object.sha)
+    elements = [InputGitTreeElement("posts/a.md", "100644", "blob", content="a")]
+    with pytest.raises(GithubException) as error:
+        repo.create_git_tree(elements, base.tree)
+    assert error.value.status == 422 and error.value.data["message"] == "BadObjectState"
+    tree = repo.create_git_tree(elements, base.tree)
+    commit = repo.create_git_commit("a", tree, [base])
+    with pytest.raises(GithubException) as error:
+        ref.edit(commit.sha, force=False)
+    assert error.value.status == 502
+    assert repo.get_git_ref("heads/main").object.sha == commit.sha  # served all the same
+    assert server.pending_faults() == []
+
+    server.configure(fail_next=[{"status": 500, "path": "/contents/", "skip": 2}])
+    for _ in range(2):  # the first two matching requests pass
+        assert repo.get_contents("posts/a.md").decoded_content == b"a"
+    assert server.pending_faults()[0]["skip"] == 0
+    with pytest.raises(GithubException) as error:
+        repo.get_contents("posts/a.md")
+    assert error.value.status == 500 and server.pending_faults() == []
+
+
 def test_shas_are_git_exact(tmp_path: Path) -> None:
     assert blob_sha(b"") == EMPTY_BLOB
     assert git_object_sha("tree", tree_object([])) == EMPTY_TREE

@@ -281,6 +281,7 @@ def test_a_real_backup_of_30_posts_reaches_30_of_30_in_the_browser(
     from playwright.sync_api import expect
 
     from blogflow.events import make_event
+    from blogflow.io.backups import store_publication
     from blogflow.io.users import link_user
     from blogflow.local.github import GitHubStandIn
     from blogflow.pipelines import backup
@@ -289,6 +290,7 @@ def test_a_real_backup_of_30_posts_reaches_30_of_30_in_the_browser(
     monkeypatch.setenv("BLOGFLOW_SECRET_KEY", KEY)
     github_token = "ghp_page_test_token_0123456789"
     post_ids = [f"p{n:02d}" for n in range(1, 31)]
+    store_publication(mongo_db, "pub", "reader")  # only its owner or members may back it up
     mongo_db.posts.insert_many(
         [
             {"_id": post_id, "publicationId": "pub", "slug": f"post {post_id}", "title": post_id}

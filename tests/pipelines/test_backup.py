@@ -23,7 +23,7 @@ from github import Auth, Github
 from blogflow.cli import cli
 from blogflow.events import SourceRecord, make_event
 from blogflow.io import redis as redis_io
-from blogflow.io.backups import BackupWriter, load_backup, load_items
+from blogflow.io.backups import BackupWriter, load_backup, load_items, store_publication
 from blogflow.io.users import link_user
 from blogflow.local.github import GitHubStandIn
 from blogflow.pipelines import backup
@@ -68,7 +68,10 @@ def repo(github, unique_name):
     gh.close()
 
 
-def add_posts(db, publication_id, n, *, author="alice", start=0):
+def add_posts(db, publication_id, n, *, author="alice", start=0, members=()):
+    """``n`` posts of ``publication_id``, and its ``publications`` document: owned by
+    ``author``, with ``members``."""
+    store_publication(db, publication_id, author, members)
     docs = [
         {
             "_id": f"{publication_id}-p{i:03d}",
@@ -186,7 +189,7 @@ def test_bad_requests_and_faults_end_as_failed_backups_or_items_never_stuck(
     tmp_path, github, repo, mongo_db, redis_prefix, caplog
 ):
     link_user(mongo_db, "alice", repo.full_name, Secret(TOKEN))
-    add_posts(mongo_db, "pub-a", 4)
+    add_posts(mongo_db, "pub-a", 4, members=["erin"])
     mongo_db.posts.insert_many(
         [
             {"_id": "../../.github/evil", "publicationId": "pub-a", "title": "x", "slug": "x"},
@@ -234,7 +237,7 @@ def test_bad_requests_and_faults_end_as_failed_backups_or_items_never_stuck(
     assert not any(".github" in path for path in tree_paths(repo))
 
     unknown = load_backup(mongo_db, "b-unknown")
-    assert unknown["status"] == "failed" and "unknown or has no posts" in unknown["error"]
+    assert unknown["status"] == "failed" and "'pub-missing' is unknown" in unknown["error"]
     unlinked = load_backup(mongo_db, "b-unlinked")
     assert unlinked["status"] == "failed" and "no GitHub repository linked" in unlinked["error"]
     for backup_id, status in (("b-c", 401), ("b-d", 404)):
@@ -379,9 +382,9 @@ def test_a_job_that_stopped_after_planning_is_finished_by_backups_resume(
             ["backups", "resume", *args, "--to", f"sqs://{sqs_queue}", "--mongo-db", mongo_db.name],
         )
 
-    assert "0 stalled backup(s)" in resume("--idle", "3600").output  # not idle long enough
+    assert "0 backup(s) to resume" in resume("--idle", "3600").output  # not idle long enough
     sent = resume("--idle", "0")
-    assert sent.exit_code == 0 and "backup r1 of pub-r for alice: 0/30" in sent.output
+    assert sent.exit_code == 0 and "backup r1 of pub-r for alice: running, 0/30" in sent.output
     assert "sent 1 request(s)" in sent.output
     backup.run(
         [
@@ -396,4 +399,223 @@ def test_a_job_that_stopped_after_planning_is_finished_by_backups_resume(
     )
     resumed = load_backup(mongo_db, "r1")
     assert (resumed["status"], resumed["done"], resumed["total"]) == ("done", 30, 30)
-    assert "0 stalled backup(s)" in resume("--idle", "0").output
+    assert "0 backup(s) to resume" in resume("--idle", "0").output
+
+
+CAROL_TOKEN = "ghp_backup_pipeline_carol_0123456789"
+
+
+def own_repo(github, unique_name, user_id, token, mongo_db):
+    """A repository of ``token``'s account, linked to ``user_id``; its client."""
+    gh = client(github, token)
+    made = gh.get_user().create_repo(f"{unique_name}-{user_id}", auto_init=True)
+    link_user(mongo_db, user_id, made.full_name, Secret(token))
+    return gh, made
+
+
+def test_only_the_owner_or_a_member_of_a_publication_may_back_it_up(
+    tmp_path, github, repo, mongo_db, redis_prefix, unique_name
+):
+    link_user(mongo_db, "alice", repo.full_name, Secret(TOKEN))
+    bob, bob_repo = own_repo(github, unique_name, "bob", OTHER_TOKEN, mongo_db)
+    carol, carol_repo = own_repo(github, unique_name, "carol", CAROL_TOKEN, mongo_db)
+    posts = add_posts(mongo_db, "pub-1", 3, author="alice", members=["carol"])
+    # posts of a publication the platform has no document of
+    mongo_db.posts.insert_one({"_id": "orphan-1", "publicationId": "pub-nodoc", "slug": "o"})
+    bob_login = bob.get_user().login
+    before = len(github.requests())
+
+    run_backup(
+        tmp_path,
+        github,
+        mongo_db,
+        redis_prefix,
+        [
+            request("b-bob", "pub-1", user_id="bob"),
+            request("b-carol", "pub-1", user_id="carol"),
+            request("b-alice", "pub-1", user_id="alice"),
+            request("b-nodoc", "pub-nodoc", user_id="bob"),
+        ],
+    )
+
+    # the job made no request with Bob's token, and nothing reached Bob's repository
+    assert [r for r in github.requests()[before:] if r["token_login"] == bob_login] == []
+    assert tree_paths(bob_repo) == {"README.md"}
+    refused = load_backup(mongo_db, "b-bob")
+    assert (refused["status"], refused["total"], refused["done"]) == ("failed", 0, 0)
+    assert refused["error"] == "user 'bob' may not back up publication 'pub-1'"
+    assert load_items(mongo_db, "b-bob") == []
+    bob_sees = latest_progress(redis_prefix, "bob")
+    assert (bob_sees["b-bob"]["status"], bob_sees["b-bob"]["total"]) == ("failed", 0)
+    assert "b-bob" not in latest_progress(redis_prefix, "alice")
+    unknown = load_backup(mongo_db, "b-nodoc")
+    assert unknown["status"] == "failed" and "'pub-nodoc' is unknown" in unknown["error"]
+    assert load_items(mongo_db, "b-nodoc") == []
+
+    paths = {post_path(BackupPost.from_document(p)) for p in posts}
+    for backup_id, target in (("b-carol", carol_repo), ("b-alice", repo)):  # a member, the owner
+        stored = load_backup(mongo_db, backup_id)
+        assert (stored["status"], stored["done"], stored["total"]) == ("done", 3, 3)
+        assert paths <= tree_paths(target)
+    bob.close()
+    carol.close()
+
+
+def test_a_backup_id_reused_for_another_publication_is_dead_lettered_and_changes_nothing(
+    tmp_path, github, repo, mongo_db, redis_prefix
+):
+    link_user(mongo_db, "alice", repo.full_name, Secret(TOKEN))
+    add_posts(mongo_db, "pub-h1", 5)
+    add_posts(mongo_db, "pub-h2", 4)
+    add_posts(mongo_db, "pub-h3", 2)
+    mongo_db.posts.insert_one({"_id": "bad/id", "publicationId": "pub-h1", "slug": "bad"})
+    run_backup(tmp_path, github, mongo_db, redis_prefix, [request("b-h", "pub-h1")])
+    run_backup(tmp_path, github, mongo_db, redis_prefix, [request("b-done", "pub-h3")])
+    failed = load_backup(mongo_db, "b-h")  # failed: a resumable backup, not a replay
+    assert (failed["status"], failed["total"], failed["done"], failed["failed"]) == (
+        "failed",
+        6,
+        5,
+        1,
+    )
+    items = load_items(mongo_db, "b-h")
+    done = load_backup(mongo_db, "b-done")
+    before = len(github.requests())
+
+    run_backup(
+        tmp_path,
+        github,
+        mongo_db,
+        redis_prefix,
+        [request("b-h", "pub-h2"), request("b-done", "pub-h2")],
+        name="reused",
+    )
+
+    assert writes(github, before) == []
+    assert load_backup(mongo_db, "b-h") == failed and load_items(mongo_db, "b-h") == items
+    assert load_backup(mongo_db, "b-done") == done
+    dead = sorted(
+        mongo_db.deadletters.find({"pipeline": "backup", "stage": "plan"}), key=lambda d: d["error"]
+    )
+    assert [d["error"] for d in dead] == [
+        "backup 'b-done' is of publication 'pub-h3', not 'pub-h2': a backup id names one "
+        "backup; request a new id",
+        "backup 'b-h' is of publication 'pub-h1', not 'pub-h2': a backup id names one "
+        "backup; request a new id",
+    ]
+    shown = CliRunner().invoke(cli, ["backups", "show", "b-h", "--mongo-db", mongo_db.name])
+    assert "of pub-h1 for alice: failed, 5/6 posts backed up, 1 failed" in shown.output
+
+
+def test_plan_stage_dead_letters_keep_the_sqs_message_id_and_the_raw_bytes(
+    github, repo, mongo_db, redis_prefix, sqs_client, sqs_queue
+):
+    link_user(mongo_db, "alice", repo.full_name, Secret(TOKEN))
+    add_posts(mongo_db, "pub-s", 2)
+    # spaced out and in an order of its own: a re-serialised event would differ
+    no_user = (
+        '{ "type" : "backup_requested", "id": "r-nouser", "v": 1,\n'
+        '  "occurredAt": "2026-11-21T12:00:00Z", "data": {"publicationId": "pub-s", '
+        '"backupId": "b-s"} }'
+    )
+    stolen = request("b-s", "pub-s", user_id="mallory").decode()
+    sent = {
+        body: sqs_client.send_message(QueueUrl=sqs_queue, MessageBody=body)["MessageId"]
+        for body in (request("b-s", "pub-s").decode(), no_user, stolen)
+    }
+    backup.run(
+        [
+            f"--source=sqs://{sqs_queue}",
+            "--drain",
+            "--idle-timeout=1",
+            f"--mongo-db={mongo_db.name}",
+            f"--redis-prefix={redis_prefix}",
+            f"--github-api-url={github.url}",
+            "--write-interval=0",
+        ]
+    )
+    assert load_backup(mongo_db, "b-s")["status"] == "done"
+    dead = {d["error"]: d for d in mongo_db.deadletters.find({"stage": "plan"})}
+    assert len(dead) == 2
+    by_reason = {
+        "no userId": no_user,
+        "belongs to another user": stolen,
+    }
+    for reason, body in by_reason.items():
+        [letter] = [d for error, d in dead.items() if reason in error]
+        assert letter["sourceId"] == sent[body]
+        assert letter["payload"] == body and letter["payloadBytes"] == len(body.encode())
+
+
+def test_backups_resume_sends_failed_backups_a_new_try_can_finish(
+    tmp_path, github, repo, mongo_db, redis_prefix, sqs_queue, unique_name
+):
+    link_user(mongo_db, "alice", repo.full_name, Secret(TOKEN))
+    add_posts(mongo_db, "pub-t", 4)
+    add_posts(mongo_db, "pub-z", 2)
+    add_posts(mongo_db, "pub-bob", 2, author="bob")
+    carol, _ = own_repo(github, unique_name, "carol", CAROL_TOKEN, mongo_db)
+    add_posts(mongo_db, "pub-c", 2, author="carol")
+    github.revoke(CAROL_TOKEN)
+    # throttled for longer than the writer waits: alice's first commit fails, retryable
+    github.configure(
+        fail_next=[
+            {
+                "status": 403,
+                "method": "POST",
+                "path": "/git/trees$",
+                "message": "You have exceeded a secondary rate limit.",
+                "headers": {"retry-after": "3600"},
+            }
+        ]
+    )
+    run_backup(
+        tmp_path,
+        github,
+        mongo_db,
+        redis_prefix,
+        [
+            request("t1", "pub-t"),  # GitHub throttled it: a new try may finish it
+            request("z1", "pub-z"),  # done
+            request("bob1", "pub-bob"),  # refused as a whole: not bob's publication's member
+            request("c1", "pub-c", user_id="carol"),  # revoked token: needs carol to relink
+        ],
+        "--posts-per-commit=4",
+    )
+    assert github.pending_faults() == []
+    states = {b: load_backup(mongo_db, b)["status"] for b in ("t1", "z1", "bob1", "c1")}
+    assert states == {"t1": "failed", "z1": "done", "bob1": "failed", "c1": "failed"}
+    failed_items = {i["postId"]: i for i in load_items(mongo_db, "t1")}
+    assert all(i["retryable"] for i in failed_items.values()) and len(failed_items) == 4
+    assert not any(i["retryable"] for i in load_items(mongo_db, "c1"))
+
+    resumed = CliRunner().invoke(
+        cli,
+        ["backups", "resume", "--to", f"sqs://{sqs_queue}", "--mongo-db", mongo_db.name],
+    )  # the default --idle of 600 s: failed backups are sent at once all the same
+    assert resumed.exit_code == 0, resumed.output
+    assert "backup t1 of pub-t for alice: failed, 0/4 done, 4 failed" in resumed.output
+    assert "sent 1 request(s)" in resumed.output
+    assert "bob1" not in resumed.output and "c1" not in resumed.output
+
+    before = len(github.requests())
+    backup.run(
+        [
+            f"--source=sqs://{sqs_queue}",
+            "--drain",
+            "--idle-timeout=1",
+            f"--mongo-db={mongo_db.name}",
+            f"--redis-prefix={redis_prefix}",
+            f"--github-api-url={github.url}",
+            "--write-interval=0",
+        ]
+    )
+    assert len(writes(github, before)) == 3  # one commit: the four posts
+    finished = load_backup(mongo_db, "t1")
+    assert (finished["status"], finished["done"], finished["failed"]) == ("done", 4, 0)
+    again = CliRunner().invoke(
+        cli,
+        ["backups", "resume", "--to", f"sqs://{sqs_queue}", "--mongo-db", mongo_db.name],
+    )
+    assert "0 backup(s) to resume; nothing sent" in again.output
+    carol.close()

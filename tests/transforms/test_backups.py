@@ -1,5 +1,6 @@
 """Backups' pure logic: safe paths, stable files, git blob shas, commit batches."""
 
+import datetime as dt
 import posixpath
 import shutil
 import subprocess
@@ -10,12 +11,15 @@ from hypothesis import strategies as st
 
 from blogflow.transforms.backups import (
     BackupPost,
+    Publication,
     UnsafePathError,
     commit_batches,
     git_blob_sha,
+    may_export,
     post_path,
     render_post,
     safe_slug,
+    should_resume,
 )
 
 
@@ -92,3 +96,37 @@ def test_commit_batches():
     assert list(commit_batches([], 25)) == []
     with pytest.raises(ValueError):
         list(commit_batches([1], 0))
+
+
+def test_only_the_owner_and_the_members_may_export_a_publication():
+    pub = Publication.from_document({"_id": "pub-1", "ownerId": "alice", "members": ["carol"]})
+    assert pub == Publication("pub-1", "alice", frozenset({"carol"}))
+    assert may_export("alice", pub) and may_export("carol", pub)
+    assert not may_export("bob", pub) and not may_export("", pub)
+    assert not may_export("alice", None)  # no publications document: nobody
+    # a malformed document grants nobody but its owner
+    for members in ("carol", None, {"carol": True}, [None, "", 7]):
+        odd = Publication.from_document({"_id": "p", "ownerId": "alice", "members": members})
+        assert odd.members == frozenset() and not may_export("carol", odd)
+    ownerless = Publication.from_document({"_id": "p", "members": ["carol"]})
+    assert not may_export("", ownerless) and may_export("carol", ownerless)
+
+
+NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("backup", "retryable", "resumed"),
+    [
+        ({"status": "running", "updatedAt": NOW - dt.timedelta(hours=1)}, 0, True),
+        ({"status": "running", "updatedAt": NOW}, 0, False),  # its job may still run
+        ({"status": "running", "startedAt": dt.datetime(2026, 11, 21, 10)}, 0, True),  # naive
+        ({"status": "failed", "error": None, "failed": 3}, 3, True),
+        ({"status": "failed", "error": None, "failed": 3}, 0, False),  # all need a person
+        ({"status": "failed", "error": "user 'bob' may not back up publication 'p'"}, 0, False),
+        ({"status": "failed", "error": "publication 'p' is unknown", "failed": 2}, 2, False),
+        ({"status": "done", "updatedAt": NOW - dt.timedelta(hours=1)}, 0, False),
+    ],
+)
+def test_which_backups_are_resumed(backup, retryable, resumed):
+    assert should_resume(backup, retryable, NOW - dt.timedelta(minutes=10)) is resumed
