@@ -339,6 +339,19 @@ def _notifier_command(port: int, state_dir: Path) -> list[str]:
     ]
 
 
+def _durable(name: str, command: list[str], state_dir: Path) -> list[str]:
+    """A Redis or MongoDB command line that keeps the data on disk instead."""
+    if name == "redis":
+        at = command.index("--appendonly")
+        return [*command[:at], "--appendonly", "yes", "--appendfsync", "always", *command[at + 2 :]]
+    if name == "mongo":
+        data_dir = (state_dir / "mongo").resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        at = command.index("--data-dir")
+        return [*command[: at + 1], str(data_dir), *command[at + 2 :]]
+    return command
+
+
 def _pubsub_command(port: int, state_dir: Path) -> list[str]:
     emulator = find_pubsub_emulator()
     if emulator is None:
@@ -603,6 +616,9 @@ class LocalStack:
             emulator is skipped, with a logged reason, where it is not installed.
         start_timeout: Seconds each server gets to answer; by default 30 s, and 60 s
             for the Java Pub/Sub emulator.
+        durable: Redis and MongoDB keep their data on disk in the state directory (Redis
+            fsyncs every write), so a server killed and `restart`-ed finds it again, as
+            a real deployment's would; by default they keep it in memory, which is faster.
     """
 
     def __init__(
@@ -611,8 +627,10 @@ class LocalStack:
         env_file: str | os.PathLike[str] | None = None,
         services: Iterable[str] | None = None,
         start_timeout: float | None = None,
+        durable: bool = False,
     ) -> None:
         self.state_dir = Path(state_dir)
+        self.durable = durable
         self.env_file = Path(env_file) if env_file is not None else self.state_dir / "local.env"
         requested = tuple(ALL_SERVICES if services is None else dict.fromkeys(services))
         unknown = [name for name in requested if name not in ALL_SERVICES]
@@ -771,6 +789,8 @@ class LocalStack:
         port = port or _free_port(taken)
         taken.add(port)
         command = spec.command(port, self.state_dir)
+        if self.durable:
+            command = _durable(spec.name, command, self.state_dir)
         log_file = self.state_dir / "logs" / f"{spec.name}.log"
         extra = [self.state_dir / rel for rel in _EXTRA_LOGS.get(spec.name, ())]
         _LOGGER.debug("Starting %s on port %d: %s", spec.name, port, command)
