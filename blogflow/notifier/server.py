@@ -217,7 +217,8 @@ class Notifier:
                 await self._subscription(catch_up=not first)
                 reason = "the Redis subscription ended"
             except (redis_io.RedisError, OSError, TimeoutError) as error:
-                reason = f"lost the Redis subscription: {type(error).__name__}: {error}"
+                detail = str(error) or f"no answer within {_PING_TIMEOUT:g} s"
+                reason = f"lost the Redis subscription: {type(error).__name__}: {detail}"
             first = False
             if self._unhealthy is None:  # it was subscribed: a new outage
                 _LOGGER.warning("%s; subscribing again", reason)
