@@ -158,6 +158,7 @@ def test_kill_9_at_random_points_of_drains_then_a_drain_gives_exact_sums(
                 time.sleep(0.05)
         finally:
             stop(process)
+    print(f"kill -9 x5, {kills_after_writes} of them while sums were being written")
     assert kills_after_writes >= 2, "the kills should land while sums are being written"
     assert mongo_db.sums.count_documents({"status": "partial"}) or not queue_is_empty(
         sqs_client, queue
@@ -198,6 +199,7 @@ def test_a_store_killed_mid_run_fails_the_job_and_a_drain_after_its_restart_is_e
         stderr = process.stderr.read()
     finally:
         stop(process)
+    print(f"{service} killed: the job failed after {failed_after:.1f} s")
     assert returncode != 0 and failed_after < FAILS_WITHIN
     assert ("redis" if service == "redis" else "mongo") in stderr.lower(), stderr[-2000:]
     assert not queue_is_empty(sqs_client, queue)  # what it could not store came back
@@ -234,6 +236,7 @@ def test_a_stalled_store_fails_the_job_in_bounded_time_and_a_later_drain_is_exac
         stderr = process.stderr.read()
     finally:
         stop(process)
+    print(f"{service} stalled: the job failed after {failed_after:.1f} s")
     assert returncode != 0 and failed_after < FAILS_WITHIN, stderr[-2000:]
     returncode, stderr = job.drain()
     assert returncode == 0, stderr[-2000:]
