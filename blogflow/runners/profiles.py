@@ -2,13 +2,35 @@
 
 Beam's default DirectRunner first tries to download the Prism binary; blogflow never relies
 on it. Batch jobs and drains default to ``FnApiRunner``; TestStream and Pub/Sub streaming
-run on ``BundleBasedDirectRunner``; clusters take Beam's own runner names or these
-profiles.
+run on ``BundleBasedDirectRunner``; ``prism`` runs on the Prism binary ``make runners``
+built (:mod:`blogflow.runners.prism`); clusters take Beam's own runner names or these
+profiles. An unknown name is an error before anything runs (:func:`configure_runner`).
 """
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_RUNNER", "PROFILES", "resolve_runner"]
+import difflib
+import importlib.util
+import re
+
+from apache_beam.options.pipeline_options import (
+    PipelineOptions,
+    PortableOptions,
+    PrismRunnerOptions,
+    StandardOptions,
+)
+
+from blogflow.runners import RunnerError
+from blogflow.runners.prism import prism_binary
+
+__all__ = [
+    "DEFAULT_RUNNER",
+    "PROFILES",
+    "UnknownRunner",
+    "configure_runner",
+    "resolve_runner",
+    "runner_class_path",
+]
 
 #: The runner used when none is given: in-process, portable, runs Splittable DoFns.
 DEFAULT_RUNNER = "FnApiRunner"
@@ -22,9 +44,82 @@ PROFILES: dict[str, str] = {
     "dataflow": "DataflowRunner",
 }
 
+#: Beam's runner names (``PrismRunner``, ...) by lower-case short name, as Beam reads them.
+_BEAM_RUNNERS = {
+    path.rsplit(".", 1)[-1].lower(): path for path in StandardOptions.ALL_KNOWN_RUNNERS
+}
+
+_PRISM_RUNNER = "apache_beam.runners.portability.prism_runner.PrismRunner"
+
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
+
+
+class UnknownRunner(RunnerError):
+    """``--runner`` names no profile, no Beam runner and no importable runner class."""
+
 
 def resolve_runner(name: str | None) -> str:
-    """A Beam runner name for a profile name, a Beam runner name, or None (the default)."""
+    """A Beam runner name for a profile name, a Beam runner name, or None (the default).
+
+    Any other name is returned as given; :func:`runner_class_path` rejects it.
+    """
     if not name:
         return DEFAULT_RUNNER
     return PROFILES.get(name.lower(), name)
+
+
+def runner_class_path(name: str) -> str:
+    """The full class path of a Beam runner name, as Beam's ``create_runner`` reads it.
+
+    Beam's short names (any case, ``Runner`` optional: ``PrismRunner``, ``spark``) and full
+    class paths (``apache_beam.runners.dask.dask_runner.DaskRunner``, whose module must be
+    found; it is not imported, so a runner whose extras are missing still fails in Beam)
+    are accepted.
+
+    Raises:
+        UnknownRunner: Anything else, naming the profiles (and the closest one).
+    """
+    lower = name.lower()
+    known = _BEAM_RUNNERS.get(lower) or _BEAM_RUNNERS.get(lower + "runner")
+    if known:
+        return known
+    if _DOTTED.fullmatch(name):
+        module = name.rsplit(".", 1)[0]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if found:
+            return name
+        raise UnknownRunner(f"unknown --runner {name!r}: there is no module {module!r}")
+    close = difflib.get_close_matches(lower, PROFILES, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise UnknownRunner(
+        f"unknown --runner {name!r}: {hint}use a profile ({', '.join(PROFILES)}), a Beam "
+        "runner name (e.g. DataflowRunner) or a runner's full class name"
+    )
+
+
+def configure_runner(options: PipelineOptions) -> None:
+    """Checks the options' runner and fills in what it needs to run offline.
+
+    For Prism: ``--prism_location`` is the binary of :func:`~blogflow.runners.prism.
+    prism_binary` (a ``--prism_location`` given wins) and the SDK harness runs in this
+    process (``--environment_type=LOOPBACK``, unless one is given), so Beam never tries
+    to download Prism or pull a container.
+
+    Raises:
+        UnknownRunner: The runner is not one Beam knows (see :func:`runner_class_path`).
+        PrismNotFound: It is Prism and no Prism binary is there.
+    """
+    standard = options.view_as(StandardOptions)
+    if not isinstance(standard.runner, str):
+        return  # a runner object, given by code: its caller set it up
+    if runner_class_path(standard.runner) != _PRISM_RUNNER:
+        return
+    prism = options.view_as(PrismRunnerOptions)
+    if not prism.prism_location:
+        prism.prism_location = str(prism_binary())
+    portable = options.view_as(PortableOptions)
+    if not portable.environment_type and not portable.output_executable_path:
+        portable.environment_type = "LOOPBACK"
