@@ -1,6 +1,6 @@
 """The feed job: engagement scored in event-time windows, a top-K feed per active user.
 
-    source ─► ParseEvents ─► DropDuplicates ─► SplitAsOf ─► events up to --as-of
+    source ─► ParseEvents ─► SplitAsOf ─► DropDuplicates ─► events up to --as-of
     events ─► ScorePosts ─► CurrentWindow ─┐
     events ─► LatestPost ──────────────────┴─► JoinPosts ─► Candidates ─► TopCandidates
     events ─► Profiles ─► ActiveUsers ─► BuildFeeds (TopCandidates as side input) ─► WriteFeeds
@@ -16,11 +16,16 @@ Run it with ``blogflow run feed --source file://GLOB`` (or ``kinesis://STREAM`` 
 
 Defined outcomes of odd input:
 
-- a duplicate event id (a redelivery) is counted once;
+- a duplicate event id (a redelivery) is counted once: a batch run (a backfill, a drain)
+  compares every delivery of the run; a streaming run remembers an id for
+  ``--dedupe-horizon`` seconds of source time after its first delivery (Kinesis arrival,
+  SQS sent time), however far the copy's ``occurredAt`` lies behind the watermark;
 - engagement on a post that was never published, or whose latest event is
   ``post_deleted``, puts no post in any feed;
 - an event more than ``--max-skew`` seconds after ``--as-of`` is dead-lettered (stage
-  ``as_of``); one within the skew is left for a later run (metric ``events_after_as_of``);
+  ``as_of``) as the source delivered it: its raw message under the source's message id;
+  one within the skew is left for a later run (metric ``events_after_as_of``). Both are
+  decided per delivery, before duplicates are dropped;
 - an event before the epoch is rejected when parsed.
 """
 
@@ -37,12 +42,11 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.coders.coders import IntervalWindowCoder
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult
-from apache_beam.transforms.deduplicate import DeduplicatePerKey
 from apache_beam.transforms.window import IntervalWindow, NonMergingWindowFn
 
-from blogflow.events import Rejection
+from blogflow.events import reject_event
 from blogflow.io.deadletter import WriteDeadLetters
 from blogflow.io.feeds import WriteFeeds
 from blogflow.options import SourceOptions, StoreOptions, read_source, run_pipeline
@@ -50,6 +54,7 @@ from blogflow.transforms.feeds import (
     FOLLOW_TYPES,
     POST_TYPES,
     BuildFeeds,
+    DropRedeliveries,
     LatestPostFn,
     ProfileFn,
     TopCandidatesFn,
@@ -113,6 +118,16 @@ class FeedOptions(PipelineOptions):
             help="seconds an event may lie after --as-of before it is dead-lettered "
             "(default: %(default)s)",
         )
+        group.add_argument(
+            "--dedupe-horizon",
+            dest="dedupe_horizon",
+            type=float,
+            default=None,
+            help="streaming runs: seconds of source time (Kinesis arrival, SQS sent time) "
+            "an event id is remembered after its first delivery, so a redelivery within it "
+            "counts once (default: --window-size plus --allowed-lateness); a batch run "
+            "compares every delivery of the run",
+        )
         for flag, name, kind, help_text in (
             ("--feed-size", "feed_size", int, "posts per feed"),
             ("--feed-ttl", "feed_ttl", int, "seconds a feed lives in Redis"),
@@ -158,9 +173,7 @@ class _SplitAsOfFn(beam.DoFn):
                 f"occurredAt {event.occurredAt.isoformat()} is more than {self._max_skew:g} s "
                 f"after the run's as-of time"
             )
-            yield beam.pvalue.TaggedOutput(
-                FUTURE, Rejection("as_of", reason, event.to_json(), event.id)
-            )
+            yield beam.pvalue.TaggedOutput(FUTURE, reject_event(event, "as_of", reason))
         else:
             self._after.inc()
 
@@ -228,10 +241,14 @@ class _LatestPaneFn(beam.CombineFn):
 class ComputeFeeds(beam.PTransform):
     """Typed events in, ``(userId, [(postId, score), ...])`` feeds as of ``as_of`` out.
 
-    Input: events stamped with their event time (``ParseEvents``), globally windowed,
-    from a bounded or an unbounded source. Output: a dict: ``["feeds"]`` the feeds of the
-    active users, ``["dead"]`` :class:`~blogflow.events.Rejection` for events too far
-    after ``as_of``, and ``["too_late"]`` engagement after the allowed lateness.
+    Input: events as ``ParseEvents(event_time=False, keep_source=True)`` emits them,
+    globally windowed, from a bounded or an unbounded source: stamped with their source's
+    time (see :class:`~blogflow.transforms.feeds.DropRedeliveries`, which restamps them
+    with their event time) and carrying their raw record (for the dead letters). Output:
+    a dict: ``["feeds"]`` the feeds of the active users, ``["dead"]``
+    :class:`~blogflow.events.Rejection` for events too far after ``as_of`` (the message
+    as received, under its source id), and ``["too_late"]`` engagement after the allowed
+    lateness.
 
     Everything but the engagement windows lives in one event-time window that closes
     when the engagement window holding ``as_of`` can get no more late data (its end +
@@ -239,29 +256,49 @@ class ComputeFeeds(beam.PTransform):
     watermark passes that point, from the same data a batch run over the same events
     sees: the two give the same feeds. Non-engagement events later than that are left
     to a later run.
+
+    Args:
+        config: windows, weights and limits.
+        as_of: the time the feeds are computed as of, epoch seconds.
+        streaming: whether the pipeline streams (decided by the pipeline module).
+        max_skew: seconds an event may lie after ``as_of`` before it is dead-lettered.
+        dedupe_horizon: streaming only: seconds of source time an event id is remembered
+            (default: the window size plus the allowed lateness).
     """
 
-    def __init__(self, config: ScoringConfig, as_of: float, *, max_skew: float = 300.0) -> None:
+    def __init__(
+        self,
+        config: ScoringConfig,
+        as_of: float,
+        *,
+        streaming: bool,
+        max_skew: float = 300.0,
+        dedupe_horizon: float | None = None,
+    ) -> None:
         super().__init__()
         self._config = config
         self._as_of = as_of
         self._max_skew = max_skew
+        if dedupe_horizon is None:
+            dedupe_horizon = config.window_size + config.allowed_lateness
+        if not dedupe_horizon > 0:
+            raise ValueError(f"dedupe_horizon must be positive, got {dedupe_horizon}")
+        self._dedupe_horizon = dedupe_horizon
+        self._streaming = streaming
 
     def expand(self, events: beam.PCollection) -> dict[str, beam.PCollection]:
         config, as_of = self._config, self._as_of
         window_end = bucket_start(as_of, config.window_period) + config.window_period
         window_start = window_end - config.window_size
         close = window_end + config.allowed_lateness + config.window_period
-        split = (
-            events
-            | "KeyById" >> beam.Map(lambda e: (e.id, e)).with_output_types(tuple[str, Any])
-            | "DropDuplicates"
-            >> DeduplicatePerKey(event_time_duration=config.window_size + config.allowed_lateness)
-            | "Unkey" >> beam.Values()
-            | "SplitAsOf"
-            >> beam.ParDo(_SplitAsOfFn(as_of, self._max_skew)).with_outputs(FUTURE, main="events")
+        # Before the dedupe's shuffle, while the events still carry their raw records:
+        # the shuffle then carries no raw payloads.
+        split = events | "SplitAsOf" >> beam.ParDo(
+            _SplitAsOfFn(as_of, self._max_skew)
+        ).with_outputs(FUTURE, main="events")
+        current = split.events | "DropDuplicates" >> DropRedeliveries(
+            self._dedupe_horizon, streaming=self._streaming
         )
-        current = split.events
 
         scored = (
             current
@@ -269,7 +306,7 @@ class ComputeFeeds(beam.PTransform):
             >> beam.Filter(
                 lambda e: e.type in ENGAGEMENT_TYPES and window_start <= e.event_time < window_end
             )
-            | "ScorePosts" >> ScorePosts(config)
+            | "ScorePosts" >> ScorePosts(config, streaming=self._streaming)
         )
         counts = (
             scored["engagement"]
@@ -311,8 +348,17 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
     config = feed.config()
     as_of = parse_as_of(feed.as_of)
     records = pipeline | "ReadSource" >> read_source(options)
-    parsed = records | "ParseEvents" >> ParseEvents(accept=FEED_TYPES)
-    computed = parsed.events | "ComputeFeeds" >> ComputeFeeds(config, as_of, max_skew=feed.max_skew)
+    # Left stamped with the source's time, for DropRedeliveries; it stamps event time.
+    parsed = records | "ParseEvents" >> ParseEvents(
+        accept=FEED_TYPES, event_time=False, keep_source=True
+    )
+    computed = parsed.events | "ComputeFeeds" >> ComputeFeeds(
+        config,
+        as_of,
+        streaming=bool(options.view_as(StandardOptions).streaming),
+        max_skew=feed.max_skew,
+        dedupe_horizon=feed.dedupe_horizon,
+    )
     _ = computed["feeds"] | "WriteFeeds" >> WriteFeeds(
         redis_url=stores.redis_url, prefix=stores.redis_prefix, ttl=config.feed_ttl
     )

@@ -388,18 +388,29 @@ class ScorePosts(beam.PTransform):
     per late element within ``config.allowed_lateness``; accumulating; a batch run has
     one pane per window and nothing too late), and
     ``[TOO_LATE]`` holds :class:`TooLate` for data after the allowed lateness.
+
+    Args:
+        config: windows, lateness and early firings.
+        streaming: whether the pipeline streams, as its pipeline module decided; None
+            reads the pipeline's ``--streaming`` option.
     """
 
-    def __init__(self, config: ScoringConfig | None = None) -> None:
+    def __init__(
+        self, config: ScoringConfig | None = None, *, streaming: bool | None = None
+    ) -> None:
         super().__init__()
         self._config = config or ScoringConfig()
+        self._streaming = streaming
 
     def expand(self, events: beam.PCollection) -> dict[str, beam.PCollection]:
         config = self._config
         hours = events | "CountPerPostHour" >> CombinePerBundle(
             _CountPerHourFn(), key_value_fn=_post_hour_kind(config.window_period)
         )
-        if events.pipeline.options.view_as(StandardOptions).streaming:
+        streaming = self._streaming
+        if streaming is None:
+            streaming = bool(events.pipeline.options.view_as(StandardOptions).streaming)
+        if streaming:
             split = (
                 hours
                 | "StampHours" >> beam.Map(_stamp_hour_keyed).with_output_types(tuple[str, Any])

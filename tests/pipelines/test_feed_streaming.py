@@ -78,8 +78,12 @@ def test_streamed_and_backfilled_feeds_are_identical(seed, tmp_path, mongo_db, r
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True
     with beam.Pipeline(runner=BundleBasedDirectRunner(), options=options) as p:
-        parsed = p | stream_of(on_time, late) | "ParseEvents" >> ParseEvents()
-        computed = parsed.events | ComputeFeeds(ScoringConfig(), AS_OF)
+        parsed = (
+            p
+            | stream_of(on_time, late)
+            | "ParseEvents" >> ParseEvents(event_time=False, keep_source=True)
+        )
+        computed = parsed.events | ComputeFeeds(ScoringConfig(), AS_OF, streaming=True)
         _ = computed["feeds"] | WriteFeeds(prefix=streamed)
 
     archive = tmp_path / "deliveries.jsonl"

@@ -1,16 +1,27 @@
-"""Feed building: build_feed equals ranking every candidate, on a real runner too."""
+"""Feed building: build_feed equals ranking every candidate, on a real runner too; and
+DropRedeliveries, in batch and in streaming."""
+
+import datetime as dt
 
 import apache_beam as beam
+import pytest
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from blogflow.events import SourceRecord, make_event
 from blogflow.transforms.feeds import (
     BuildFeeds,
     Candidate,
     CandidateIndex,
+    DropRedeliveries,
     UserProfile,
     build_feed,
     is_active,
@@ -97,3 +108,88 @@ def test_build_feeds_broadcasts_the_candidates():
                 ]
             ),
         )
+
+
+# ------------------------------------------------------------------------ redeliveries
+
+OCCURRED = dt.datetime(2026, 11, 21, 10, tzinfo=dt.timezone.utc)
+#: When the copies arrive: ten days after they occurred, as in a replay of a stream.
+ARRIVED = int(dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc).timestamp())
+
+
+def view(event_id, minutes=0):
+    return make_event(
+        "post_viewed",
+        {"postId": "p1"},
+        user_id="u1",
+        occurred_at=OCCURRED + dt.timedelta(minutes=minutes),
+        event_id=event_id,
+    )
+
+
+def arrived(event, seconds):
+    """A delivery of ``event``, stamped as a source stamps it: when it arrived."""
+    return TimestampedValue(event, ARRIVED + seconds)
+
+
+def id_and_time(event, ts=beam.DoFn.TimestampParam):
+    return event.id, ts.micros // 1_000_000
+
+
+def test_a_batch_run_keeps_the_first_delivery_of_every_id_stamped_with_its_event_time():
+    deliveries = [
+        arrived(view("e1"), 0),
+        arrived(view("e2", minutes=5), 1),
+        arrived(view("e1"), 90_000 * 10),  # far apart: any horizon would have passed
+        arrived(view("e1"), 3),
+    ]
+    p = beam.Pipeline(runner=FnApiRunner())
+    firsts = p | beam.Create(deliveries) | DropRedeliveries(60, streaming=False)
+    assert_that(
+        firsts | beam.Map(id_and_time),
+        equal_to([("e1", OCCURRED.timestamp()), ("e2", OCCURRED.timestamp() + 300)]),
+    )
+    result = p.run()
+    result.wait_until_finish()
+    counters = result.metrics().query(MetricsFilter().with_name("events_redelivered"))
+    assert sum(c.committed for c in counters["counters"]) == 2
+
+
+def test_the_first_delivery_is_kept_without_its_raw_record():
+    event = view("e1")
+    event._source = SourceRecord(b"raw bytes", "queue-message-1")
+    with BeamTestPipeline(runner=FnApiRunner()) as p:
+        firsts = p | beam.Create([event]) | DropRedeliveries(60, streaming=False)
+        assert_that(firsts | beam.Map(lambda e: (e, e._source)), equal_to([(view("e1"), None)]))
+
+
+def streaming_pipeline():
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    return BeamTestPipeline(runner=BundleBasedDirectRunner(), options=options)
+
+
+def test_streaming_remembers_an_id_for_the_horizon_in_arrival_time_not_event_time():
+    horizon = 3600
+    stream = (
+        TestStream()
+        .advance_watermark_to(ARRIVED)
+        .add_elements([arrived(view("e1"), 0), arrived(view("e2"), 0)])
+        .advance_watermark_to(ARRIVED + 1800)
+        # Ten days after e1 occurred, within the horizon after its first delivery: a copy.
+        # (Beam's DeduplicatePerKey(event_time_duration=25 h) had forgotten e1 by now.)
+        .add_elements([arrived(view("e1"), 1800)])
+        .advance_watermark_to(ARRIVED + 2 * horizon)
+        .add_elements([arrived(view("e2"), 2 * horizon)])  # after the horizon: a new one
+        .advance_watermark_to_infinity()
+    )
+    with streaming_pipeline() as p:
+        firsts = p | stream | DropRedeliveries(horizon, streaming=True)
+        at = OCCURRED.timestamp()
+        assert_that(firsts | beam.Map(id_and_time), equal_to([("e1", at), ("e2", at), ("e2", at)]))
+
+
+@pytest.mark.parametrize("horizon", [0, -1.0])
+def test_the_horizon_must_be_positive(horizon):
+    with pytest.raises(ValueError, match="horizon must be positive"):
+        DropRedeliveries(horizon, streaming=True)

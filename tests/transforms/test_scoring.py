@@ -177,6 +177,24 @@ def test_too_late_data_is_never_counted_in_a_window():
         )
 
 
+def test_the_pipeline_modules_decision_wins_over_the_option():
+    stream = (
+        TestStream()
+        .advance_watermark_to(T0)
+        .add_elements([engagement("post_viewed", "p1", T0 + 600)])
+        .advance_processing_time(CONFIG.early_firing + 1)  # no early pane in batch mode
+        .advance_watermark_to_infinity()
+    )
+    with streaming_pipeline() as p:
+        scored = p | stream | ScorePosts(CONFIG, streaming=False)
+        assert_that(
+            scored["engagement"] | beam.Map(lambda e: (e.window_start, e.timing, e.pane_index)),
+            equal_to([(T0 - HOUR, "ON_TIME", 0), (T0, "ON_TIME", 0)]),
+            label="OnTimeOnly",
+        )
+        assert_that(scored[TOO_LATE], equal_to([]), label="NothingLate")
+
+
 def test_batch_counts_every_event_in_all_its_windows():
     events = [
         engagement("post_viewed", "p1", T0 + 10),
