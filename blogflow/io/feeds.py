@@ -23,7 +23,7 @@ from apache_beam.transforms.display import DisplayDataItem
 from blogflow.io import redis
 from blogflow.io._redis_sink import RedisBatchFn
 
-__all__ = ["WriteFeeds", "feed_key", "purge_feeds", "read_feed"]
+__all__ = ["WriteFeeds", "feed_key", "purge_feeds", "read_all_feeds", "read_feed"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -116,6 +116,15 @@ def read_feed(client: Any, user_id: str, prefix: str = "") -> list[tuple[str, fl
         (member, float(score))
         for member, score in client.zrevrange(feed_key(user_id, prefix), 0, -1, withscores=True)
     ]
+
+
+def read_all_feeds(
+    client: Any, prefix: str = "", *, batch: int = 1000
+) -> dict[str, list[tuple[str, float]]]:
+    """Every feed under ``prefix`` (SCAN, never KEYS), by user id, each best first."""
+    start = len(f"{prefix}feed:")
+    users = [key[start:] for key in client.scan_iter(match=f"{_escape(prefix)}feed:*", count=batch)]
+    return {user: read_feed(client, user, prefix) for user in users}
 
 
 def purge_feeds(client: Any, prefix: str = "", *, batch: int = 1000) -> Iterator[int]:

@@ -31,7 +31,7 @@ from apache_beam.runners.runner import PipelineResult
 from blogflow.events import make_event, parse_event
 from blogflow.io import kinesis, sqs
 from blogflow.io import redis as redis_io
-from blogflow.io.feeds import read_feed
+from blogflow.io.feeds import read_all_feeds
 from blogflow.local.stack import LocalStack
 from blogflow.pipelines import feed
 
@@ -147,11 +147,7 @@ def far_future_body() -> bytes:
 def feeds_under(prefix: str) -> dict[str, list[tuple[str, float]]]:
     client = redis_io.connect()
     try:
-        users = [
-            key.removeprefix(f"{prefix}feed:")
-            for key in client.scan_iter(match=f"{prefix}feed:*", count=1000)
-        ]
-        return {user: read_feed(client, user, prefix) for user in users}
+        return read_all_feeds(client, prefix)
     finally:
         client.close()
 

@@ -37,7 +37,7 @@ from github import Auth, Github
 from blogflow.io import redis as redis_io
 from blogflow.io import sqs
 from blogflow.io.backups import load_backup, load_items, store_publication
-from blogflow.io.feeds import read_feed
+from blogflow.io.feeds import read_all_feeds
 from blogflow.io.github import create_repository
 from blogflow.io.sums import redis_key
 from blogflow.io.users import link_user
@@ -385,11 +385,7 @@ def test_summing_dead_letters_every_bad_message_once_and_sums_the_good_exactly(
 def feeds_under(prefix: str) -> dict[str, list[tuple[str, float]]]:
     client = redis_io.connect()
     try:
-        users = [
-            key.removeprefix(f"{prefix}feed:")
-            for key in client.scan_iter(match=f"{prefix}feed:*", count=1000)
-        ]
-        return {user: read_feed(client, user, prefix) for user in users}
+        return read_all_feeds(client, prefix)
     finally:
         client.close()
 

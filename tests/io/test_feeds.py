@@ -7,7 +7,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from blogflow.io.feeds import WriteFeeds, feed_key, purge_feeds, read_feed
+from blogflow.io.feeds import WriteFeeds, feed_key, purge_feeds, read_all_feeds, read_feed
 from blogflow.io.redis import connect
 
 pytestmark = pytest.mark.integration
@@ -90,3 +90,18 @@ def test_bad_arguments():
         WriteFeeds(ttl=0)
     with pytest.raises(ValueError, match="batch_size"):
         WriteFeeds(batch_size=0)
+
+
+def test_read_all_feeds_reads_only_the_feeds_under_the_prefix(redis_client, redis_prefix):
+    client = connect()
+    try:
+        client.zadd(f"{redis_prefix}feed:u1", {"p1": 2.0, "p2": 1.0})
+        client.zadd(f"{redis_prefix}feed:u2", {"p3": 1.0})
+        client.set(f"{redis_prefix}other", "x")
+        assert read_all_feeds(client, redis_prefix) == {
+            "u1": [("p1", 2.0), ("p2", 1.0)],
+            "u2": [("p3", 1.0)],
+        }
+        assert read_all_feeds(client, redis_prefix + "*") == {}  # the prefix is literal
+    finally:
+        client.close()

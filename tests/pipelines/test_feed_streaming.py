@@ -15,7 +15,7 @@ from apache_beam.testing.test_stream import TestStream
 
 from blogflow.events import SourceRecord
 from blogflow.io import redis as redis_io
-from blogflow.io.feeds import WriteFeeds, read_feed
+from blogflow.io.feeds import WriteFeeds, read_all_feeds
 from blogflow.local.demo import DEMO_AS_OF, demo_events
 from blogflow.pipelines import feed
 from blogflow.pipelines.feed import ComputeFeeds
@@ -61,11 +61,7 @@ def stream_of(on_time, late):
 def feeds_under(prefix):
     client = redis_io.connect()
     try:
-        users = [
-            key.removeprefix(f"{prefix}feed:")
-            for key in client.scan_iter(match=f"{prefix}feed:*", count=1000)
-        ]
-        return {user: read_feed(client, user, prefix) for user in users}
+        return read_all_feeds(client, prefix)
     finally:
         client.close()
 
