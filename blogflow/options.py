@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 from collections.abc import Callable, Sequence
 
 import apache_beam as beam
@@ -158,6 +159,7 @@ def parse_pipeline_args(
         if value is not None and value <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
     options = PipelineOptions(list(argv))
+    _refuse_unknown_flags(options, parser, prog, argv)
     standard = options.view_as(StandardOptions)
     source = getattr(known, "source", None) or ""
     if source.partition("://")[0] in STREAMING_SCHEMES:
@@ -171,6 +173,31 @@ def parse_pipeline_args(
     except RunnerError as error:
         raise SystemExit(f"{prog}: {error}") from None
     return options
+
+
+def _refuse_unknown_flags(
+    options: PipelineOptions, parser: argparse.ArgumentParser, prog: str, argv: Sequence[str]
+) -> None:
+    """Exits with one line for a flag neither blogflow nor Beam knows (``--drian``):
+    Beam would only log it and run the job without it, possibly forever."""
+    known = options.get_all_options(drop_default=False)
+    unknown = sorted(set(options.get_all_options(retain_unknown_options=True)) - set(known))
+    if not unknown:
+        return
+    flags = {s for action in parser._actions for s in action.option_strings}  # noqa: SLF001
+    flags |= {f"--{name}" for name in known}
+    # As the user spelled it (Beam reports --window-sizee as window_sizee).
+    name = next(
+        (
+            arg.split("=", 1)[0]
+            for arg in argv
+            if arg.startswith("--") and arg[2:].split("=", 1)[0].replace("-", "_") == unknown[0]
+        ),
+        f"--{unknown[0]}",
+    )
+    close = difflib.get_close_matches(name, sorted(flags), n=1, cutoff=0.75)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise SystemExit(f"{prog}: unknown flag {name}: {hint}`{prog} --help` lists them")
 
 
 def run_pipeline(
