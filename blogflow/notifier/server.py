@@ -172,11 +172,6 @@ class Notifier:
         #: Why progress cannot reach browsers now, or None while subscribed.
         self._unhealthy: str | None = "not subscribed to Redis yet"
 
-    @property
-    def unhealthy(self) -> str | None:
-        """Why the notifier cannot push progress now (``/healthz`` says it), or None."""
-        return self._unhealthy
-
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         return _route(connection, request, self._unhealthy)
 
