@@ -9,6 +9,7 @@
 Values are drawn from the whole 32-bit range, so most sums need 64 bits.
 """
 
+import contextlib
 import os
 import random
 import signal
@@ -96,6 +97,21 @@ def wait_for(condition, within, what):
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {within} s: {what}")
         time.sleep(0.1)
+
+
+def fail_mid_run(job, mongo_db, fault):
+    """Starts the job, injects ``fault`` once it has stored a sum, and waits for the job to
+    fail; returns its exit code, how long it took to fail, and its stderr."""
+    process = job.start()
+    try:
+        wait_for(lambda: mongo_db.sums.count_documents({}) > 0, 60, "the job writes sums")
+        fault()
+        started = time.monotonic()
+        returncode = process.wait(FAILS_WITHIN)
+        failed_after = time.monotonic() - started
+        return returncode, failed_after, process.stderr.read()
+    finally:
+        stop(process)
 
 
 def assert_exact(expected, mongo_db, redis_client, prefix):
@@ -189,16 +205,9 @@ def test_a_store_killed_mid_run_fails_the_job_and_a_drain_after_its_restart_is_e
     sqs.send_messages(queue, bodies)
     job = Job(queue, unique_name, f"{unique_name}:", env)
     mongo_db = pymongo.MongoClient(env["MONGODB_URI"])[unique_name]
-    process = job.start()
-    try:
-        wait_for(lambda: mongo_db.sums.count_documents({}) > 0, 60, "the job writes sums")
-        durable_stack.kill(service)
-        started = time.monotonic()
-        returncode = process.wait(FAILS_WITHIN)
-        failed_after = time.monotonic() - started
-        stderr = process.stderr.read()
-    finally:
-        stop(process)
+    returncode, failed_after, stderr = fail_mid_run(
+        job, mongo_db, lambda: durable_stack.kill(service)
+    )
     print(f"{service} killed: the job failed after {failed_after:.1f} s")
     assert returncode != 0 and failed_after < FAILS_WITHIN
     assert ("redis" if service == "redis" else "mongo") in stderr.lower(), stderr[-2000:]
@@ -226,16 +235,10 @@ def test_a_stalled_store_fails_the_job_in_bounded_time_and_a_later_drain_is_exac
     sqs.send_messages(queue, bodies)
     job = Job(queue, unique_name, f"{unique_name}:", env)
     mongo_db = pymongo.MongoClient(durable_stack.env["MONGODB_URI"])[unique_name]
-    process = job.start()
-    try:
-        wait_for(lambda: mongo_db.sums.count_documents({}) > 0, 60, "the job writes sums")
-        with durable_stack.frozen(service):
-            started = time.monotonic()
-            returncode = process.wait(FAILS_WITHIN)
-            failed_after = time.monotonic() - started
-        stderr = process.stderr.read()
-    finally:
-        stop(process)
+    with contextlib.ExitStack() as thaw_after:
+        returncode, failed_after, stderr = fail_mid_run(
+            job, mongo_db, lambda: thaw_after.enter_context(durable_stack.frozen(service))
+        )
     print(f"{service} stalled: the job failed after {failed_after:.1f} s")
     assert returncode != 0 and failed_after < FAILS_WITHIN, stderr[-2000:]
     returncode, stderr = job.drain()
