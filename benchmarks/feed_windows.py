@@ -90,7 +90,7 @@ def pipeline(path: Path, out: Path, config: ScoringConfig) -> None:
         events = p | "ReadFromJSONL" >> ReadFromJSONL(str(path))
         scored = events | "ParseEvents" >> ParseEvents(accept=ENGAGEMENT_TYPES)
         _ = (
-            (scored.events | "ScorePosts" >> ScorePosts(config))["engagement"]
+            (scored.events | "ScorePosts" >> ScorePosts(config, streaming=False))["engagement"]
             | "Score"
             >> beam.Map(
                 lambda e: json.dumps(

@@ -30,7 +30,7 @@ __all__ = ["cli", "main"]
 
 _LOGGER = logging.getLogger(__name__)
 
-#: Pipelines ``blogflow run`` knows, by name: module path with a ``run(argv)``.
+#: Pipelines ``blogflow run`` knows, by name: module path with a ``JOB`` (a ``Job``).
 PIPELINES = {
     "summing": "blogflow.pipelines.summing",
     "feed": "blogflow.pipelines.feed",
@@ -93,8 +93,14 @@ def run(ctx: click.Context, pipeline: str | None, args: tuple[str, ...]) -> None
         click.echo(ctx.get_help())
         click.echo("\nPipelines: " + ", ".join(sorted(PIPELINES)))
         ctx.exit(0 if "--help" in args or "-h" in args or not args else 2)
+    from blogflow.pipelines.job import JobStopped
+
     module = importlib.import_module(PIPELINES[pipeline])
-    result = module.run(list(args))
+    try:
+        result = module.JOB.run(list(args))
+    except JobStopped as stopped:
+        click.echo(str(stopped), err=True)
+        ctx.exit(stopped.exit_code)
     _echo_metrics(result)
 
 

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import argparse
 import difflib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-from apache_beam.runners.runner import PipelineResult
 
-from blogflow.io.sources import STREAMING_SCHEMES, ReadSource
+from blogflow.io.sources import ReadSource, is_unbounded, parse_source
 from blogflow.runners import RunnerError
-from blogflow.runners.profiles import PROFILES, configure_runner, resolve_runner
+from blogflow.runners.profiles import (
+    DEFAULT_STREAMING_RUNNER,
+    PROFILES,
+    configure_runner,
+    resolve_runner,
+    runs_splittable_dofns,
+)
 
 __all__ = [
     "SourceOptions",
     "StoreOptions",
     "parse_pipeline_args",
     "read_source",
-    "run_pipeline",
 ]
 
 #: How long a drain waits for more messages before it stops, by default.
@@ -36,9 +39,9 @@ class SourceOptions(PipelineOptions):
             "--source",
             default=None,
             help="required: where events come from: sqs://QUEUE (name or URL), "
-            "kinesis://STREAM, pubsub://SUBSCRIPTION (a streaming job, on "
-            "BundleBasedDirectRunner unless --runner says otherwise) or file://GLOB of "
-            "JSON-lines archives",
+            "kinesis://STREAM, pubsub://SUBSCRIPTION or file://GLOB of JSON-lines archives; "
+            "a queue or stream read without --drain, --max-records or --max-read-time, "
+            "and Pub/Sub, make a streaming job (on Prism unless --runner says otherwise)",
         )
         group.add_argument(
             "--drain",
@@ -145,7 +148,13 @@ def parse_pipeline_args(
         "--runner",
         default=None,
         help="runner profile (" + ", ".join(PROFILES) + ") or a Beam runner name; "
-        "default: FnApiRunner, in-process and offline",
+        "default: FnApiRunner (in-process) for a batch job, prism for a streaming one",
+    )
+    parser.add_argument(
+        "--streaming",
+        action="store_true",
+        help="run as a streaming job even when the source is bounded (an unbounded source "
+        "always makes one)",
     )
     known, _ = parser.parse_known_args(list(argv))
     if hasattr(known, "source") and not known.source:
@@ -161,17 +170,41 @@ def parse_pipeline_args(
     options = PipelineOptions(list(argv))
     _refuse_unknown_flags(options, parser, prog, argv)
     standard = options.view_as(StandardOptions)
-    source = getattr(known, "source", None) or ""
-    if source.partition("://")[0] in STREAMING_SCHEMES:
-        # Pub/Sub is read by streaming jobs, which FnApiRunner does not run.
-        standard.streaming = True
-        standard.runner = resolve_runner(known.runner or "direct")
-    else:
-        standard.runner = resolve_runner(known.runner)
+    source: str | None = getattr(known, "source", None)
+    try:
+        unbounded = source is not None and is_unbounded(
+            source,
+            drain=getattr(known, "drain", False),
+            max_records=getattr(known, "max_records", None),
+            max_read_time=getattr(known, "max_read_time", None),
+        )
+    except ValueError as error:
+        parser.error(str(error))
+    bounded_by = [
+        flag
+        for flag, name in (("--drain", "drain"), ("--max-records", "max_records"))
+        + (("--max-read-time", "max_read_time"),)
+        if getattr(known, name, None)
+    ]
+    if source and source.startswith("pubsub://") and bounded_by:
+        parser.error(
+            f"a pubsub:// source is read by a streaming job: {bounded_by[0]} does not apply"
+        )
+    # Decided once, here, from the source: the pipeline module passes it to its composites.
+    standard.streaming = bool(standard.streaming) or unbounded
+    default = DEFAULT_STREAMING_RUNNER if standard.streaming else None
+    standard.runner = resolve_runner(known.runner or default)
     try:
         configure_runner(options)  # an unknown runner, or no Prism binary: one line
     except RunnerError as error:
         raise SystemExit(f"{prog}: {error}") from None
+    if source and not runs_splittable_dofns(standard.runner):
+        scheme, _ = parse_source(source)
+        if scheme != "pubsub":
+            raise SystemExit(
+                f"{prog}: {standard.runner} cannot read {scheme}:// sources (they are "
+                "Splittable DoFns): use --runner prism, or fnapi for a bounded run"
+            )
     return options
 
 
@@ -198,27 +231,3 @@ def _refuse_unknown_flags(
     close = difflib.get_close_matches(name, sorted(flags), n=1, cutoff=0.75)
     hint = f"did you mean {close[0]}? " if close else ""
     raise SystemExit(f"{prog}: unknown flag {name}: {hint}`{prog} --help` lists them")
-
-
-def run_pipeline(
-    argv: Sequence[str],
-    option_classes: Sequence[type[PipelineOptions]],
-    build: Callable[[beam.Pipeline, PipelineOptions], None],
-    *,
-    prog: str,
-    description: str,
-) -> PipelineResult:
-    """Parses ``argv``, builds the job with ``build`` and runs it until it finishes.
-
-    A bad option value that ``build`` finds (a ValueError, an unparsable time) exits with
-    ``prog: reason`` instead of a traceback.
-    """
-    options = parse_pipeline_args(argv, option_classes, prog=prog, description=description)
-    try:
-        pipeline = beam.Pipeline(options=options)
-        build(pipeline, options)
-    except (ValueError, argparse.ArgumentTypeError) as error:
-        raise SystemExit(f"{prog}: {error}") from None
-    result = pipeline.run()
-    result.wait_until_finish()
-    return result

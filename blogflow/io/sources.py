@@ -11,11 +11,13 @@ from blogflow.io.kinesis import ReadFromKinesis
 from blogflow.io.pubsub import ReadPubSubEvents
 from blogflow.io.sqs import ReadFromSQS
 
-__all__ = ["SCHEMES", "STREAMING_SCHEMES", "ReadSource", "parse_source"]
+__all__ = ["SCHEMES", "ReadSource", "is_unbounded", "parse_source"]
 
 SCHEMES = ("sqs", "kinesis", "pubsub", "file")
-#: Sources that are only read by streaming pipelines.
-STREAMING_SCHEMES = ("pubsub",)
+#: Sources that are unbounded whatever the bounds: read by streaming pipelines only.
+_ALWAYS_UNBOUNDED = ("pubsub",)
+#: Sources that are unbounded unless a bound (drain, max_records, max_read_time) ends them.
+_UNBOUNDED_UNLESS_BOUNDED = ("sqs", "kinesis")
 
 
 def parse_source(
@@ -27,6 +29,29 @@ def parse_source(
         accepted = ", ".join(f"{s}://..." for s in schemes)
         raise ValueError(f"unsupported {what} {uri!r}: expected one of {accepted}")
     return scheme, rest
+
+
+def is_unbounded(
+    uri: str,
+    *,
+    drain: bool = False,
+    max_records: int | None = None,
+    max_read_time: float | None = None,
+) -> bool:
+    """Whether reading ``uri`` with these bounds never ends, i.e. makes a streaming job.
+
+    ``pubsub://`` always; ``sqs://`` and ``kinesis://`` unless ``drain``, ``max_records`` or
+    ``max_read_time`` ends the read; ``file://`` never.
+
+    Raises:
+        ValueError: ``uri`` is no source blogflow reads (see :func:`parse_source`).
+    """
+    scheme, _ = parse_source(uri)
+    if scheme in _ALWAYS_UNBOUNDED:
+        return True
+    if scheme in _UNBOUNDED_UNLESS_BOUNDED:
+        return not (drain or max_records or max_read_time)
+    return False
 
 
 class ReadSource(beam.PTransform):
@@ -61,6 +86,16 @@ class ReadSource(beam.PTransform):
         self._idle_timeout = idle_timeout
         self._max_records = max_records
         self._max_read_time = max_read_time
+
+    @property
+    def unbounded(self) -> bool:
+        """Whether this read never ends by itself (see :func:`is_unbounded`)."""
+        return is_unbounded(
+            f"{self._scheme}://{self._target}",
+            drain=self._drain,
+            max_records=self._max_records,
+            max_read_time=self._max_read_time,
+        )
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
         if self._scheme == "file":

@@ -331,7 +331,7 @@ class _ReadQueueFn(AWSClientFn):
 
         Every batch is claimed before it is emitted; its receipt handles go to a
         finalization callback, registered once per call, that deletes them after the
-        runner committed the bundle.
+        runner committed the bundle (a bundle that received nothing deletes nothing).
         """
         self._report_deletes()
         url = self._queue_url(spec)
@@ -342,6 +342,10 @@ class _ReadQueueFn(AWSClientFn):
         started = time.monotonic()
         in_bundle = 0
         handles: list[str] = []
+        # Registered for every bundle, even one that receives nothing: Prism finalizes
+        # every bundle of a stage that may ask for it, and the Python harness fails the
+        # finalization of a bundle that registered no callback.
+        finalizer.register(lambda: self._delete(url, handles))
         while True:
             step = next_step(
                 spec,
@@ -375,8 +379,6 @@ class _ReadQueueFn(AWSClientFn):
                 self._release(url, messages)
                 return
             idle = 0.0
-            if not handles:
-                finalizer.register(lambda: self._delete(url, handles))
             oldest = None
             for message in messages:
                 sent = _sent_timestamp(message)

@@ -29,21 +29,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
-from collections.abc import Sequence
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-from apache_beam.runners.runner import PipelineResult
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from blogflow.io.backups import REJECTED as PLAN_REJECTED
 from blogflow.io.backups import PlanBackupsFn, WriteBackups
 from blogflow.io.deadletter import WriteDeadLetters
 from blogflow.io.notify import NotifyProgress
-from blogflow.options import SourceOptions, StoreOptions, read_source, run_pipeline
+from blogflow.options import SourceOptions, StoreOptions, read_source
+from blogflow.pipelines.job import Job
 from blogflow.transforms.parsing import REJECTED, ParseEvents
 
-__all__ = ["NAME", "BackUpPublications", "BackupOptions", "build", "run"]
+__all__ = ["NAME", "BackUpPublications", "BackupOptions", "JOB", "build", "run"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -169,7 +167,7 @@ class BackUpPublications(beam.PTransform):
         return {"progress": progress, "rejected": planned[PLAN_REJECTED]}
 
 
-def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
+def build(pipeline: beam.Pipeline, options: PipelineOptions, *, streaming: bool) -> None:
     """Adds the backup job to ``pipeline``."""
     stores = options.view_as(StoreOptions)
     backup = options.view_as(BackupOptions)
@@ -179,7 +177,7 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
         accept={"backup_requested"}, event_time=False, keep_source=True
     )
     backups = parsed.events | "BackUpPublications" >> BackUpPublications(
-        streaming=bool(options.view_as(StandardOptions).streaming),
+        streaming=streaming,
         mongo_uri=stores.mongo_uri,
         database=stores.mongo_db,
         api_url=backup.github_api_url,
@@ -202,21 +200,20 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
     )
 
 
-def run(argv: Sequence[str] | None = None) -> PipelineResult:
-    """Runs the backup job until its source is exhausted (files, ``--drain``) or, reading
-    Pub/Sub, until it is stopped."""
-    return run_pipeline(
-        sys.argv[1:] if argv is None else argv,
-        [SourceOptions, StoreOptions, BackupOptions],
-        build,
-        prog="blogflow run backup",
-        description="Back up every post of the requested publications to the users' GitHub "
-        "repositories (many posts per commit, one writer per repository), record each post's "
-        "result in MongoDB 'backups' and 'backup_items', and push progress to the browser. "
-        "Bad requests go to MongoDB 'deadletters'.",
-    )
-
+JOB = Job(
+    NAME,
+    "Back up every post of the requested publications to the users' GitHub "
+    "repositories (many posts per commit, one writer per repository), record each post's "
+    "result in MongoDB 'backups' and 'backup_items', and push progress to the browser. "
+    "Bad requests go to MongoDB 'deadletters'.",
+    (
+        SourceOptions,
+        StoreOptions,
+        BackupOptions,
+    ),
+    build,
+)
+run = JOB.run
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, force=True)  # Beam configured the root logger on import
-    run()
+    JOB.main()

@@ -34,22 +34,21 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
-import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.coders.coders import IntervalWindowCoder
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-from apache_beam.runners.runner import PipelineResult
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms.window import IntervalWindow, NonMergingWindowFn
 
 from blogflow.events import reject_event
 from blogflow.io.deadletter import WriteDeadLetters
 from blogflow.io.feeds import WriteFeeds
-from blogflow.options import SourceOptions, StoreOptions, read_source, run_pipeline
+from blogflow.options import SourceOptions, StoreOptions, read_source
+from blogflow.pipelines.job import Job
 from blogflow.transforms.feeds import (
     FOLLOW_TYPES,
     POST_TYPES,
@@ -71,7 +70,7 @@ from blogflow.transforms.scoring import (
     bucket_start,
 )
 
-__all__ = ["NAME", "ComputeFeeds", "FeedOptions", "build", "run"]
+__all__ = ["NAME", "ComputeFeeds", "FeedOptions", "JOB", "build", "run"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -341,7 +340,7 @@ class ComputeFeeds(beam.PTransform):
         return {"feeds": feeds, "dead": split[FUTURE], TOO_LATE: scored[TOO_LATE]}
 
 
-def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
+def build(pipeline: beam.Pipeline, options: PipelineOptions, *, streaming: bool) -> None:
     """Adds the feed job to ``pipeline``."""
     stores = options.view_as(StoreOptions)
     feed = options.view_as(FeedOptions)
@@ -355,7 +354,7 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
     computed = parsed.events | "ComputeFeeds" >> ComputeFeeds(
         config,
         as_of,
-        streaming=bool(options.view_as(StandardOptions).streaming),
+        streaming=streaming,
         max_skew=feed.max_skew,
         dedupe_horizon=feed.dedupe_horizon,
     )
@@ -367,19 +366,18 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions) -> None:
     )
 
 
-def run(argv: Sequence[str] | None = None) -> PipelineResult:
-    """Runs the feed job until its source is exhausted (files, ``--drain``) or, reading
-    Pub/Sub, until it is stopped."""
-    return run_pipeline(
-        sys.argv[1:] if argv is None else argv,
-        [SourceOptions, StoreOptions, FeedOptions],
-        build,
-        prog="blogflow run feed",
-        description="Score post engagement in event-time windows and write every active "
-        "user's top-K feed to Redis 'feed:{userId}'. Bad events go to MongoDB 'deadletters'.",
-    )
-
+JOB = Job(
+    NAME,
+    "Score post engagement in event-time windows and write every active "
+    "user's top-K feed to Redis 'feed:{userId}'. Bad events go to MongoDB 'deadletters'.",
+    (
+        SourceOptions,
+        StoreOptions,
+        FeedOptions,
+    ),
+    build,
+)
+run = JOB.run
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, force=True)  # Beam configured the root logger on import
-    run()
+    JOB.main()

@@ -16,19 +16,18 @@ order, with any redeliveries, is the same.
 from __future__ import annotations
 
 import logging
-import sys
-from collections.abc import Sequence
 
 import apache_beam as beam
-from apache_beam.runners.runner import PipelineResult
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from blogflow.io.deadletter import WriteDeadLetters
 from blogflow.io.sums import WriteSums
-from blogflow.options import SourceOptions, StoreOptions, read_source, run_pipeline
+from blogflow.options import SourceOptions, StoreOptions, read_source
+from blogflow.pipelines.job import Job
 from blogflow.transforms.parsing import REJECTED, ParseEvents
 from blogflow.transforms.summing import SumPackets
 
-__all__ = ["NAME", "SumToStores", "build", "run"]
+__all__ = ["NAME", "SumToStores", "JOB", "build", "run"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -75,7 +74,7 @@ class SumToStores(beam.PTransform):
         return beam.pvalue.PDone(records.pipeline)
 
 
-def build(pipeline: beam.Pipeline, options: beam.options.pipeline_options.PipelineOptions) -> None:
+def build(pipeline: beam.Pipeline, options: PipelineOptions, *, streaming: bool) -> None:
     """Adds the summing job to ``pipeline``."""
     stores = options.view_as(StoreOptions)
     _ = (
@@ -91,18 +90,17 @@ def build(pipeline: beam.Pipeline, options: beam.options.pipeline_options.Pipeli
     )
 
 
-def run(argv: Sequence[str] | None = None) -> PipelineResult:
-    """Runs the summing job until its source is exhausted (files, ``--drain``) or forever."""
-    return run_pipeline(
-        sys.argv[1:] if argv is None else argv,
-        [SourceOptions, StoreOptions],
-        build,
-        prog="blogflow run summing",
-        description="Sum arrays from sum_packet events, exactly once, into MongoDB 'sums' "
-        "and Redis 'sum:{arrayId}'. Bad messages go to MongoDB 'deadletters'.",
-    )
-
+JOB = Job(
+    NAME,
+    "Sum arrays from sum_packet events, exactly once, into MongoDB 'sums' "
+    "and Redis 'sum:{arrayId}'. Bad messages go to MongoDB 'deadletters'.",
+    (
+        SourceOptions,
+        StoreOptions,
+    ),
+    build,
+)
+run = JOB.run
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, force=True)  # Beam configured the root logger on import
-    run()
+    JOB.main()

@@ -10,21 +10,30 @@ module proxy, for exactly the installed apache-beam version, into the virtualenv
 and :func:`prism_binary` finds it (or the one ``$BLOGFLOW_PRISM`` or ``PATH`` names) for
 :func:`blogflow.runners.profiles.configure_runner`, which passes it as
 ``--prism_location``. Nothing here imports Beam: the Makefile runs it before any job.
+
+:func:`shared_job_server` starts that binary as this process's Prism, in a session of its
+own, so the Ctrl-C that stops a streaming job reaches the job (which cancels itself
+cleanly) and not Prism under it; it is stopped by its pid when this process exits.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import importlib.metadata
+import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from blogflow.runners import RunnerError
@@ -34,6 +43,8 @@ __all__ = [
     "PRISM_PACKAGE",
     "PrismNotFound",
     "install",
+    "job_server",
+    "shared_job_server",
     "prism_binary",
     "prism_version",
     "project_prism",
@@ -52,6 +63,13 @@ _GO_FALLBACK = "/usr/local/go/bin/go"
 _STAMP_NAME = ".prism-version"
 
 _RELEASE = re.compile(r"(\d+\.\d+\.\d+)(?:rc(\d+))?")
+
+
+_LOGGER = logging.getLogger(__name__)
+
+#: Seconds a started Prism has to accept connections, and to stop once asked.
+_START_SECONDS = 30.0
+_STOP_SECONDS = 10.0
 
 
 class PrismNotFound(RunnerError):
@@ -127,6 +145,86 @@ def prism_binary() -> Path:
         f"Prism is not built: run `make runners` (Go builds {PRISM_PACKAGE}@{prism_version()} "
         f"into {project}), or set {PRISM_ENV} to a Prism binary"
     )
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _accepts(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+        return True
+    return False
+
+
+def _forward(stream: object, pid: int) -> None:
+    for line in stream:  # type: ignore[attr-defined]
+        _LOGGER.debug("prism[%d] %s", pid, line.rstrip())
+
+
+@contextlib.contextmanager
+def job_server(binary: Path | str) -> Iterator[str]:
+    """Runs Prism's job server for the duration; yields its endpoint, ``localhost:PORT``.
+
+    Prism runs in a session of its own (a terminal's Ctrl-C does not reach it), listens on
+    a free loopback port and logs to this module's logger at debug level; it is stopped
+    by its pid (SIGTERM, then SIGKILL after 10 s) when the block ends.
+
+    Raises:
+        PrismNotFound: Prism did not start or did not listen within 30 s.
+    """
+    port = _free_port()
+    command = [str(binary), "--job_port", str(port), "--serve_http=false", "--log_kind=text"]
+    process = subprocess.Popen(  # noqa: S603 - our own binary, no shell
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    threading.Thread(
+        target=_forward, args=(process.stdout, process.pid), name="prism-log", daemon=True
+    ).start()
+    try:
+        deadline = time.monotonic() + _START_SECONDS
+        while not _accepts(port):
+            if process.poll() is not None:
+                raise PrismNotFound(f"Prism ({binary}) exited at start with {process.returncode}")
+            if time.monotonic() > deadline:
+                raise PrismNotFound(f"Prism ({binary}) did not listen on port {port} in time")
+            time.sleep(0.05)
+        _LOGGER.info("Prism job server %s on localhost:%d (pid %d)", binary, port, process.pid)
+        yield f"localhost:{port}"
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(_STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+_shared_lock = threading.Lock()
+_shared: dict[str, str] = {}
+
+
+def shared_job_server(binary: Path | str) -> str:
+    """The endpoint of this process's Prism job server for ``binary``, started on first use
+    (see :func:`job_server`) and stopped when this process exits, as Beam keeps its own.
+
+    Jobs share it; their results (state, metrics) stay readable after they finish.
+    """
+    key = str(binary)
+    with _shared_lock:
+        if key not in _shared:
+            stack = contextlib.ExitStack()
+            _shared[key] = stack.enter_context(job_server(binary))
+            atexit.register(stack.close)
+        return _shared[key]
 
 
 def _find_go() -> str:

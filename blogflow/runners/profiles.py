@@ -1,17 +1,21 @@
 """Runner profiles: short names for the runners blogflow is run on, offline-safe by default.
 
 Beam's default DirectRunner first tries to download the Prism binary; blogflow never relies
-on it. Batch jobs and drains default to ``FnApiRunner``; TestStream and Pub/Sub streaming
-run on ``BundleBasedDirectRunner``; ``prism`` runs on the Prism binary ``make runners``
-built (:mod:`blogflow.runners.prism`); clusters take Beam's own runner names or these
-profiles. An unknown name is an error before anything runs (:func:`configure_runner`).
+on it. Batch jobs and drains default to ``FnApiRunner``, streaming jobs to ``prism``: the
+Prism binary ``make runners`` built (:mod:`blogflow.runners.prism`), passed to Beam with
+``--prism_location``; ``direct`` (``BundleBasedDirectRunner``) runs TestStream but no
+Splittable DoFn, so none of blogflow's queue, stream and file sources; clusters take
+Beam's own runner names or these profiles. An unknown name is an error before anything
+runs (:func:`configure_runner`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib.util
 import re
+from collections.abc import Iterator
 
 from apache_beam.options.pipeline_options import (
     PipelineOptions,
@@ -21,19 +25,26 @@ from apache_beam.options.pipeline_options import (
 )
 
 from blogflow.runners import RunnerError
-from blogflow.runners.prism import prism_binary
+from blogflow.runners.prism import prism_binary, shared_job_server
 
 __all__ = [
     "DEFAULT_RUNNER",
+    "DEFAULT_STREAMING_RUNNER",
     "PROFILES",
     "UnknownRunner",
     "configure_runner",
     "resolve_runner",
     "runner_class_path",
+    "runner_services",
+    "runs_splittable_dofns",
 ]
 
-#: The runner used when none is given: in-process, portable, runs Splittable DoFns.
+#: The runner of batch jobs and drains when none is given: in-process, portable, runs
+#: Splittable DoFns, and faster than Prism there (benchmarks/README.md).
 DEFAULT_RUNNER = "FnApiRunner"
+#: The runner of streaming jobs when none is given: Prism streams (FnApiRunner holds every
+#: result after a GroupByKey until the source ends, i.e. forever).
+DEFAULT_STREAMING_RUNNER = "PrismRunner"
 
 PROFILES: dict[str, str] = {
     "fnapi": "FnApiRunner",
@@ -50,6 +61,12 @@ _BEAM_RUNNERS = {
 }
 
 _PRISM_RUNNER = "apache_beam.runners.portability.prism_runner.PrismRunner"
+#: Runners that cannot run Splittable DoFns (blogflow's SQS, Kinesis and file sources).
+_NO_SPLITTABLE_DOFNS = frozenset(
+    {
+        "apache_beam.runners.direct.direct_runner.BundleBasedDirectRunner",
+    }
+)
 
 _DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 
@@ -100,6 +117,17 @@ def runner_class_path(name: str) -> str:
     )
 
 
+def runs_splittable_dofns(runner: object) -> bool:
+    """Whether ``runner`` (a name, or a runner object) runs Splittable DoFns, as blogflow's
+    SQS, Kinesis and file sources are. An unknown name answers True: it fails elsewhere."""
+    if not isinstance(runner, str):
+        return True
+    try:
+        return runner_class_path(runner) not in _NO_SPLITTABLE_DOFNS
+    except UnknownRunner:
+        return True
+
+
 def configure_runner(options: PipelineOptions) -> None:
     """Checks the options' runner and fills in what it needs to run offline.
 
@@ -123,3 +151,29 @@ def configure_runner(options: PipelineOptions) -> None:
     portable = options.view_as(PortableOptions)
     if not portable.environment_type and not portable.output_executable_path:
         portable.environment_type = "LOOPBACK"
+
+
+@contextlib.contextmanager
+def runner_services(options: PipelineOptions) -> Iterator[None]:
+    """Runs what the options' runner needs beside the job, for the duration of a run.
+
+    For Prism without a ``--job_endpoint``: this process's Prism job server
+    (:func:`~blogflow.runners.prism.shared_job_server`), in a session of its own so a
+    Ctrl-C stops the job cleanly rather than Prism under it. Other runners need nothing.
+    """
+    standard = options.view_as(StandardOptions)
+    portable = options.view_as(PortableOptions)
+    prism = options.view_as(PrismRunnerOptions)
+    if (
+        not isinstance(standard.runner, str)
+        or runner_class_path(standard.runner) != _PRISM_RUNNER
+        or portable.job_endpoint
+        or not prism.prism_location
+    ):
+        yield
+        return
+    portable.job_endpoint = shared_job_server(prism.prism_location)
+    try:
+        yield
+    finally:
+        portable.job_endpoint = None

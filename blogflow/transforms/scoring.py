@@ -36,7 +36,6 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms import trigger
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
@@ -391,13 +390,10 @@ class ScorePosts(beam.PTransform):
 
     Args:
         config: windows, lateness and early firings.
-        streaming: whether the pipeline streams, as its pipeline module decided; None
-            reads the pipeline's ``--streaming`` option.
+        streaming: whether the pipeline streams, as its pipeline module decided.
     """
 
-    def __init__(
-        self, config: ScoringConfig | None = None, *, streaming: bool | None = None
-    ) -> None:
+    def __init__(self, config: ScoringConfig | None = None, *, streaming: bool) -> None:
         super().__init__()
         self._config = config or ScoringConfig()
         self._streaming = streaming
@@ -407,10 +403,7 @@ class ScorePosts(beam.PTransform):
         hours = events | "CountPerPostHour" >> CombinePerBundle(
             _CountPerHourFn(), key_value_fn=_post_hour_kind(config.window_period)
         )
-        streaming = self._streaming
-        if streaming is None:
-            streaming = bool(events.pipeline.options.view_as(StandardOptions).streaming)
-        if streaming:
+        if self._streaming:
             split = (
                 hours
                 | "StampHours" >> beam.Map(_stamp_hour_keyed).with_output_types(tuple[str, Any])

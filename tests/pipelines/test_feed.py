@@ -226,7 +226,7 @@ def test_published_to_kinesis_gives_the_same_feeds_as_the_archive(
         client.close()
 
 
-def test_a_pubsub_source_makes_a_streaming_job_on_the_direct_runner():
+def test_a_pubsub_source_makes_a_streaming_job_on_prism(capsys):
     from apache_beam.options.pipeline_options import StandardOptions
 
     from blogflow.options import SourceOptions, StoreOptions, parse_pipeline_args
@@ -235,10 +235,11 @@ def test_a_pubsub_source_makes_a_streaming_job_on_the_direct_runner():
         ["--source", "pubsub://events"], [SourceOptions, StoreOptions], prog="t", description=""
     )
     standard = options.view_as(StandardOptions)
-    assert standard.streaming and standard.runner == "BundleBasedDirectRunner"
+    assert standard.streaming and standard.runner == "PrismRunner"
     batch = parse_pipeline_args(
         ["--source", "file:///x"], [SourceOptions, StoreOptions], prog="t", description=""
     )
     assert not batch.view_as(StandardOptions).streaming
-    with pytest.raises(SystemExit, match="streaming job"):
+    with pytest.raises(SystemExit):
         feed.run(["--source", "pubsub://events", "--drain"])
+    assert "streaming job: --drain does not apply" in capsys.readouterr().err

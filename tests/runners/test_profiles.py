@@ -27,9 +27,9 @@ def prism_here(monkeypatch):
     monkeypatch.setattr(profiles, "prism_binary", lambda: FAKE_PRISM)
 
 
-def parse(*argv):
+def parse(*argv, source="file:///tmp/none.jsonl"):
     return parse_pipeline_args(
-        ["--source=file:///tmp/none.jsonl", *argv],
+        [f"--source={source}", *argv],
         [SourceOptions],
         prog="blogflow run x",
         description="",
@@ -50,7 +50,8 @@ def parse(*argv):
     ],
 )
 def test_profiles_and_beam_runner_names_are_accepted(name, prism_here):
-    options = parse(f"--runner={name}")
+    source = "pubsub://events" if resolve_runner(name) == "BundleBasedDirectRunner" else None
+    options = parse(f"--runner={name}", **({"source": source} if source else {}))
     assert options.view_as(StandardOptions).runner == resolve_runner(name)
 
 
@@ -98,10 +99,59 @@ def test_what_the_user_gives_prism_wins(prism_here):
 
 
 def test_other_runners_are_left_alone(prism_here):
-    for name in (None, "direct", "dataflow"):
-        options = parse(*([f"--runner={name}"] if name else []))
+    for name, source in ((None, "file:///x"), ("direct", "pubsub://e"), ("dataflow", "sqs://q")):
+        options = parse(*([f"--runner={name}"] if name else []), source=source)
         assert options.view_as(PrismRunnerOptions).prism_location is None
         assert options.view_as(PortableOptions).environment_type is None
+
+
+@pytest.mark.parametrize(
+    ("source", "flags", "streaming", "runner"),
+    [
+        ("file:///tmp/a*.jsonl", [], False, "FnApiRunner"),
+        ("sqs://q", [], True, "PrismRunner"),
+        ("sqs://q", ["--drain"], False, "FnApiRunner"),
+        ("kinesis://s", [], True, "PrismRunner"),
+        ("kinesis://s", ["--max-records=5"], False, "FnApiRunner"),
+        ("kinesis://s", ["--max_read_time=3"], False, "FnApiRunner"),
+        ("pubsub://s", [], True, "PrismRunner"),
+        # given by hand: honoured
+        ("file:///tmp/a*.jsonl", ["--streaming"], True, "PrismRunner"),
+        ("sqs://q", ["--runner=fnapi"], True, "FnApiRunner"),
+        ("sqs://q", ["--drain", "--runner=prism"], False, "PrismRunner"),
+        ("pubsub://s", ["--runner=direct"], True, "BundleBasedDirectRunner"),
+    ],
+)
+def test_the_source_decides_whether_a_job_streams_and_so_its_runner(
+    source, flags, streaming, runner, prism_here
+):
+    options = parse(*flags, source=source)
+    standard = options.view_as(StandardOptions)
+    assert (standard.streaming, standard.runner) == (streaming, runner)
+    prism = options.view_as(PrismRunnerOptions).prism_location
+    assert prism == (FAKE_PRISM if runner == "PrismRunner" else None)
+
+
+@pytest.mark.parametrize("source", ["sqs://q", "kinesis://s --drain", "file:///tmp/x.jsonl"])
+def test_the_direct_runner_cannot_read_splittable_sources(source):
+    uri, *flags = source.split()
+    with pytest.raises(SystemExit) as exited:
+        parse("--runner=direct", *flags, source=uri)
+    scheme = uri.partition(":")[0]
+    assert exited.value.code == (
+        f"blogflow run x: BundleBasedDirectRunner cannot read {scheme}:// sources (they are "
+        "Splittable DoFns): use --runner prism, or fnapi for a bounded run"
+    )
+
+
+@pytest.mark.parametrize("flag", ["--drain", "--max-records=3", "--max-read-time=2"])
+def test_a_pubsub_read_takes_no_bound(flag, capsys):
+    with pytest.raises(SystemExit):
+        parse(flag, source="pubsub://s")
+    err = capsys.readouterr().err
+    assert (
+        f"a pubsub:// source is read by a streaming job: {flag.split('=')[0]} does not apply" in err
+    )
 
 
 def test_prism_without_a_binary_is_one_line(monkeypatch):

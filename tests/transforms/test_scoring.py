@@ -124,7 +124,7 @@ def test_early_on_time_late_and_too_late_panes():
         .advance_watermark_to_infinity()
     )
     with streaming_pipeline() as p:
-        scored = p | stream | ScorePosts(CONFIG)
+        scored = p | stream | ScorePosts(CONFIG, streaming=True)
         assert_that(
             scored["engagement"]
             | beam.Filter(lambda e: (e.window_start, e.window_end) == first_window),
@@ -156,7 +156,7 @@ def test_too_late_data_is_never_counted_in_a_window():
         .advance_watermark_to_infinity()
     )
     with streaming_pipeline() as p:
-        scored = p | stream | ScorePosts(CONFIG)
+        scored = p | stream | ScorePosts(CONFIG, streaming=True)
         final = scored["engagement"] | beam.Filter(lambda e: e.timing == "ON_TIME")
         assert_that(
             final | beam.Map(lambda e: (e.post_id, e.window_start, e.counts)),
@@ -203,7 +203,9 @@ def test_batch_counts_every_event_in_all_its_windows():
         engagement("comment_added", "p2", T0 + 40),
     ]
     with BeamTestPipeline(runner=FnApiRunner()) as p:
-        scored = p | beam.Create(events) | ScorePosts(CONFIG)  # Create keeps the timestamps
+        scored = (
+            p | beam.Create(events) | ScorePosts(CONFIG, streaming=False)
+        )  # Create keeps the timestamps
         assert_that(
             scored["engagement"] | beam.Map(lambda e: (e.post_id, e.window_start, e.counts)),
             equal_to(
