@@ -32,7 +32,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from blogflow.options import parse_pipeline_args
-from blogflow.runners.profiles import runner_services
+from blogflow.runners.profiles import start_runner_services
 
 __all__ = ["Build", "Job", "JobStopped"]
 
@@ -97,6 +97,14 @@ class Job:
             raise SystemExit(f"{self.prog}: {error}") from None
         return pipeline
 
+    def start(self, argv: Sequence[str]) -> PipelineResult:
+        """Builds the job and starts it: on a runner that runs jobs apart from this process
+        (Prism, Flink, Dataflow) it returns at once, with the job running; in-process
+        (FnApiRunner) it returns once the job is done. ``result.cancel()`` stops it."""
+        pipeline = self.pipeline(argv)
+        start_runner_services(pipeline.options)
+        return pipeline.run()
+
     def run(self, argv: Sequence[str] | None = None) -> PipelineResult:
         """Runs the job until its source is exhausted (files, ``--drain``, a bound) or,
         streaming, until it is stopped.
@@ -105,7 +113,8 @@ class Job:
             JobStopped: SIGINT or SIGTERM stopped it (only where this is the main thread).
         """
         pipeline = self.pipeline(sys.argv[1:] if argv is None else argv)
-        with runner_services(pipeline.options), _stopped_by_signals(self.prog) as stop:
+        start_runner_services(pipeline.options)
+        with _stopped_by_signals(self.prog) as stop:
             result = pipeline.run()
             stop.running(result)
             result.wait_until_finish()

@@ -11,11 +11,9 @@ runs (:func:`configure_runner`).
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import importlib.util
 import re
-from collections.abc import Iterator
 
 from apache_beam.options.pipeline_options import (
     PipelineOptions,
@@ -35,7 +33,7 @@ __all__ = [
     "configure_runner",
     "resolve_runner",
     "runner_class_path",
-    "runner_services",
+    "start_runner_services",
     "runs_splittable_dofns",
 ]
 
@@ -153,27 +151,21 @@ def configure_runner(options: PipelineOptions) -> None:
         portable.environment_type = "LOOPBACK"
 
 
-@contextlib.contextmanager
-def runner_services(options: PipelineOptions) -> Iterator[None]:
-    """Runs what the options' runner needs beside the job, for the duration of a run.
+def start_runner_services(options: PipelineOptions) -> None:
+    """Starts what the options' runner needs beside the job, before a run.
 
     For Prism without a ``--job_endpoint``: this process's Prism job server
-    (:func:`~blogflow.runners.prism.shared_job_server`), in a session of its own so a
-    Ctrl-C stops the job cleanly rather than Prism under it. Other runners need nothing.
+    (:func:`~blogflow.runners.prism.shared_job_server`, stopped when the process exits),
+    in a session of its own so a Ctrl-C stops the job cleanly rather than Prism under it;
+    its endpoint becomes ``--job_endpoint``. Other runners need nothing here.
     """
     standard = options.view_as(StandardOptions)
     portable = options.view_as(PortableOptions)
     prism = options.view_as(PrismRunnerOptions)
     if (
-        not isinstance(standard.runner, str)
-        or runner_class_path(standard.runner) != _PRISM_RUNNER
-        or portable.job_endpoint
-        or not prism.prism_location
+        isinstance(standard.runner, str)
+        and runner_class_path(standard.runner) == _PRISM_RUNNER
+        and not portable.job_endpoint
+        and prism.prism_location
     ):
-        yield
-        return
-    portable.job_endpoint = shared_job_server(prism.prism_location)
-    try:
-        yield
-    finally:
-        portable.job_endpoint = None
+        portable.job_endpoint = shared_job_server(prism.prism_location)

@@ -247,14 +247,3 @@ def test_the_command_line_end_to_end(queue, mongo_db, redis_prefix):
         "result", array_id, "--mongo-db", mongo_db.name
     )
     assert blogflow("deadletters", "count", "--mongo-db", mongo_db.name).strip() == "0"
-
-
-def test_help_works_as_a_module():
-    done = subprocess.run(
-        [sys.executable, "-m", "blogflow.pipelines.summing", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0
-    assert "--source" in done.stdout and "--mongo-db" in done.stdout

@@ -1,0 +1,234 @@
+"""Streaming deployments, tested streaming: each job runs on Prism, unbounded, and its
+results are asserted while it is still RUNNING; then it is stopped, within bounded time.
+
+Summing from ``sqs://`` (exactly once under redelivery), backup from ``sqs://`` (a 30-post
+backup requested while the job runs is done within 10 s; two backups of one repository
+stay serialised), and the command line: ``blogflow run summing --source sqs://Q`` is a
+streaming job that SIGINT and SIGTERM stop in one line, losing nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psutil
+import pytest
+from apache_beam.runners.runner import PipelineState
+
+from blogflow.io import sqs
+from blogflow.io.backups import load_backup
+from blogflow.io.users import link_user
+from blogflow.pipelines import backup, summing
+from blogflow.tokens import Secret
+from blogflow.transforms.backups import BackupPost, post_path
+from tests.pipelines.test_backup import (
+    KEY,
+    TOKEN,
+    add_posts,
+    client,
+    request,
+    tree_paths,
+    writes,
+)
+from tests.pipelines.test_summing import packets, queue_is_empty, stored
+
+pytestmark = pytest.mark.integration
+
+#: Longest a test waits for a result of a running job.
+DEADLINE = 60.0
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = DEADLINE) -> Any:
+    """Polls ``check`` until it answers truthy; fails naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def queue(local_stack, sqs_client, unique_name) -> Iterator[str]:
+    url = sqs.create_queue(unique_name, visibility_timeout=10)
+    yield url
+    sqs_client.delete_queue(QueueUrl=url)
+
+
+@pytest.fixture
+def running() -> Iterator[Callable[..., Any]]:
+    """``running(job, argv)`` starts a job (on Prism: it returns with the job running)
+    and checks it streams; every job started is cancelled after the test."""
+    started = []
+
+    def start(job, argv):
+        result = job.start(argv)
+        started.append(result)
+        assert result.state in (PipelineState.STARTING, PipelineState.RUNNING)
+        return result
+
+    yield start
+    for result in started:
+        if not PipelineState.is_terminal(result.state):
+            result.cancel()
+        wait_for("the job to stop", lambda r=result: PipelineState.is_terminal(r.state), 30)
+        assert result.state == PipelineState.CANCELLED
+
+
+def test_summing_streams_from_sqs_exactly_once_under_redelivery(
+    queue, sqs_client, mongo_db, redis_prefix, running
+):
+    job = running(
+        summing.JOB,
+        [
+            f"--source=sqs://{queue}",
+            f"--mongo-db={mongo_db.name}",
+            f"--redis-prefix={redis_prefix}",
+        ],
+    )
+    first, bodies = packets([3, 1, 4, 1, 5, 9, 2, 6])
+    sqs.send_messages(queue, bodies)
+    done = wait_for("the first sum", lambda: stored(mongo_db, first).get("status") == "complete")
+    assert done and stored(mongo_db, first)["sum"] == 62
+    # the same packets again (a producer's retry), with a second array
+    second, more = packets(list(range(40)))
+    sqs.send_messages(queue, bodies[:5] + more + bodies[5:])
+    wait_for("the second sum", lambda: stored(mongo_db, second).get("status") == "complete")
+    assert job.state == PipelineState.RUNNING
+    assert stored(mongo_db, first)["sum"] == 62 and stored(mongo_db, second)["sum"] == 2 * 780
+    # committed bundles were finalized: their messages deleted, none left to redeliver
+    wait_for("the queue to empty", lambda: queue_is_empty(sqs_client, queue), timeout=30)
+
+
+@pytest.fixture
+def github_repo(github_standin, unique_name):
+    gh = client(github_standin)
+    created = gh.get_user().create_repo(unique_name, auto_init=True)
+    yield created
+    gh.close()
+
+
+@pytest.fixture
+def github_standin():
+    from blogflow.local.github import GitHubStandIn
+
+    with GitHubStandIn() as server:
+        yield server
+
+
+def test_backup_streams_from_sqs_a_30_post_backup_in_10_s_serialised_per_repository(
+    queue, mongo_db, redis_prefix, github_standin, github_repo, running, monkeypatch
+):
+    monkeypatch.setenv("BLOGFLOW_SECRET_KEY", KEY)
+    link_user(mongo_db, "alice", github_repo.full_name, Secret(TOKEN))
+    first = add_posts(mongo_db, "pub-a", 30)
+    second = add_posts(mongo_db, "pub-b", 12)
+    third = add_posts(mongo_db, "pub-c", 12)
+    job = running(
+        backup.JOB,
+        [
+            f"--source=sqs://{queue}",
+            f"--mongo-db={mongo_db.name}",
+            f"--redis-prefix={redis_prefix}",
+            f"--github-api-url={github_standin.url}",
+            "--write-interval=0",
+            "--posts-per-commit=6",
+        ],
+    )
+    # The job is up once a first request went all the way through.
+    sqs.send_messages(queue, [request("warm-up", "pub-c")])
+    wait_for(
+        "the warm-up backup",
+        lambda: (load_backup(mongo_db, "warm-up") or {}).get("status") == "done",
+    )
+    before = len(github_standin.requests())
+
+    sent = time.monotonic()
+    sqs.send_messages(queue, [request("b-30", "pub-a")])
+    wait_for(
+        "the 30-post backup",
+        lambda: (load_backup(mongo_db, "b-30") or {}).get("status") == "done",
+        timeout=10,
+    )
+    took = time.monotonic() - sent
+    assert job.state == PipelineState.RUNNING
+    stored_backup = load_backup(mongo_db, "b-30")
+    assert (stored_backup["done"], stored_backup["total"], stored_backup["failed"]) == (30, 30, 0)
+    print(f"30-post backup done {took:.2f} s after its request")  # noqa: T201 - the figure
+
+    # two backups of one repository requested at once: commits one after another
+    sqs.send_messages(queue, [request("b-x", "pub-b"), request("b-y", "pub-a")])
+    for backup_id in ("b-x", "b-y"):
+        wait_for(
+            f"backup {backup_id}",
+            lambda backup_id=backup_id: (
+                (load_backup(mongo_db, backup_id) or {}).get("status") == "done"
+            ),
+        )
+    assert job.state == PipelineState.RUNNING
+    paths = {post_path(BackupPost.from_document(p)) for p in first + second + third}
+    assert paths <= tree_paths(github_repo)
+    made = writes(github_standin, before)
+    # 30 posts in 5 commits, then 2 + 5 (a replay of pub-a under a new id writes again);
+    # serialised, so no commit was refused as not a fast forward (422) and rebuilt
+    assert made and all(r["status"] in (200, 201) for r in made), [r["status"] for r in made]
+
+
+def blogflow_cli(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "blogflow.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_the_command_line_streams_and_stops_cleanly_on_a_signal(
+    signum, queue, sqs_client, mongo_db, redis_prefix, redis_client, local_stack
+):
+    argv = [
+        f"--source=sqs://{queue}",
+        f"--mongo-db={mongo_db.name}",
+        f"--redis-prefix={redis_prefix}",
+    ]
+    job = blogflow_cli("run", "summing", *argv)
+    try:
+        first, bodies = packets([1, 2, 3])
+        sqs.send_messages(queue, bodies)
+        wait_for("the sum", lambda: stored(mongo_db, first).get("status") == "complete", 90)
+        # its bundle was finalized while the job runs: the messages deleted
+        wait_for("the queue to empty", lambda: queue_is_empty(sqs_client, queue), 30)
+        assert job.poll() is None  # still streaming
+        prism = [p for p in psutil.Process(job.pid).children(recursive=True) if "prism" in p.name()]
+        assert prism, "the job runs on Prism"
+        job.send_signal(signum)
+        out, err = job.communicate(timeout=30)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+    assert job.returncode == 128 + signum
+    assert "Traceback" not in err
+    name = signal.Signals(signum).name
+    assert (
+        err.strip().splitlines()[-1].startswith(f"blogflow run summing: stopped by {name} after ")
+    )
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in prism)
+    # the stack's servers are untouched
+    assert redis_client.ping() and mongo_db.command("ping")["ok"]
+    # what arrives while no job runs is read by the next one: nothing is lost
+    second, more = packets([10, 20])
+    sqs.send_messages(queue, more)
+    summing.run([*argv, "--drain", "--idle-timeout=1"])
+    assert stored(mongo_db, second)["sum"] == 60 and stored(mongo_db, first)["sum"] == 12
+    assert queue_is_empty(sqs_client, queue)
