@@ -537,7 +537,10 @@ class WriteBackups(beam.PTransform):
 
     def expand(self, chunks: beam.PCollection) -> beam.PCollection:
         if self._streaming:
-            return chunks | "WritePerRepo" >> beam.ParDo(_WriteStatefulFn(self._settings))
+            # keys are repository names: str, so encoded deterministically for the state
+            return chunks | "WritePerRepo" >> beam.ParDo(
+                _WriteStatefulFn(self._settings)
+            ).with_input_types(tuple[str, Any])
         return (
             chunks
             | "GroupByRepo" >> beam.GroupByKey()
