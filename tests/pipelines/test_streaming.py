@@ -1,7 +1,8 @@
 """Streaming deployments, tested streaming: each job runs on Prism, unbounded, and its
 results are asserted while it is still RUNNING; then it is stopped, within bounded time.
 
-Summing from ``sqs://`` (exactly once under redelivery), backup from ``sqs://`` (a 30-post
+Summing from ``sqs://`` (exactly once under redelivery), backup from ``sqs://`` and
+``pubsub://`` (a 30-post
 backup requested while the job runs is done within 10 s; two backups of one repository
 stay serialised), and the command line: ``blogflow run summing --source sqs://Q`` is a
 streaming job that SIGINT and SIGTERM stop in one line, losing nothing.
@@ -21,7 +22,7 @@ import psutil
 import pytest
 from apache_beam.runners.runner import PipelineState
 
-from blogflow.io import sqs
+from blogflow.io import pubsub, sqs
 from blogflow.io.backups import load_backup
 from blogflow.io.users import link_user
 from blogflow.pipelines import backup, summing
@@ -124,9 +125,23 @@ def github_standin():
         yield server
 
 
-def test_backup_streams_from_sqs_a_30_post_backup_in_10_s_serialised_per_repository(
-    queue, mongo_db, redis_prefix, github_standin, github_repo, running, monkeypatch
+@pytest.fixture(params=["sqs", "pubsub"])
+def requests_source(request, unique_name) -> tuple[str, Callable[[list[bytes]], Any]]:
+    """``(source URI, send(bodies))`` of an SQS queue or a Pub/Sub subscription of this
+    test's own."""
+    if request.param == "sqs":
+        url = request.getfixturevalue("queue")
+        return f"sqs://{url}", lambda bodies: sqs.send_messages(url, bodies)
+    request.getfixturevalue("pubsub_stack")
+    topic = pubsub.create_topic(unique_name)
+    subscription = pubsub.create_subscription(topic, f"{unique_name}-sub", ack_deadline=30)
+    return f"pubsub://{subscription}", lambda bodies: pubsub.publish_events(topic, bodies)
+
+
+def test_backup_streams_a_30_post_backup_in_10_s_serialised_per_repository(
+    requests_source, mongo_db, redis_prefix, github_standin, github_repo, running, monkeypatch
 ):
+    source, send = requests_source
     monkeypatch.setenv("BLOGFLOW_SECRET_KEY", KEY)
     link_user(mongo_db, "alice", github_repo.full_name, Secret(TOKEN))
     first = add_posts(mongo_db, "pub-a", 30)
@@ -135,7 +150,7 @@ def test_backup_streams_from_sqs_a_30_post_backup_in_10_s_serialised_per_reposit
     job = running(
         backup.JOB,
         [
-            f"--source=sqs://{queue}",
+            f"--source={source}",
             f"--mongo-db={mongo_db.name}",
             f"--redis-prefix={redis_prefix}",
             f"--github-api-url={github_standin.url}",
@@ -144,7 +159,7 @@ def test_backup_streams_from_sqs_a_30_post_backup_in_10_s_serialised_per_reposit
         ],
     )
     # The job is up once a first request went all the way through.
-    sqs.send_messages(queue, [request("warm-up", "pub-c")])
+    send([request("warm-up", "pub-c")])
     wait_for(
         "the warm-up backup",
         lambda: (load_backup(mongo_db, "warm-up") or {}).get("status") == "done",
@@ -152,7 +167,7 @@ def test_backup_streams_from_sqs_a_30_post_backup_in_10_s_serialised_per_reposit
     before = len(github_standin.requests())
 
     sent = time.monotonic()
-    sqs.send_messages(queue, [request("b-30", "pub-a")])
+    send([request("b-30", "pub-a")])
     wait_for(
         "the 30-post backup",
         lambda: (load_backup(mongo_db, "b-30") or {}).get("status") == "done",
@@ -165,7 +180,7 @@ def test_backup_streams_from_sqs_a_30_post_backup_in_10_s_serialised_per_reposit
     print(f"30-post backup done {took:.2f} s after its request")  # noqa: T201 - the figure
 
     # two backups of one repository requested at once: commits one after another
-    sqs.send_messages(queue, [request("b-x", "pub-b"), request("b-y", "pub-a")])
+    send([request("b-x", "pub-b"), request("b-y", "pub-a")])
     for backup_id in ("b-x", "b-y"):
         wait_for(
             f"backup {backup_id}",
