@@ -13,6 +13,9 @@ would have shown then, and running it twice gives the same feeds.
 
 Run it with ``blogflow run feed --source file://GLOB`` (or ``kinesis://STREAM`` or
 ``sqs://QUEUE`` with ``--drain``) or ``python -m blogflow.pipelines.feed --help``.
+Without ``--drain`` a stream or queue makes a streaming job (on Prism): it writes the
+feeds once its source's watermark has passed the as-of window's close and the time it
+started, and keeps running until it is stopped (see :class:`ComputeFeeds`).
 
 Defined outcomes of odd input:
 
@@ -42,7 +45,10 @@ import apache_beam as beam
 from apache_beam.coders.coders import IntervalWindowCoder
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.transforms.window import IntervalWindow, NonMergingWindowFn
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import TimerSpec, on_timer
+from apache_beam.transforms.window import IntervalWindow, NonMergingWindowFn, TimestampedValue
+from apache_beam.utils.timestamp import Duration, Timestamp
 
 from blogflow.events import reject_event
 from blogflow.io.deadletter import WriteDeadLetters
@@ -104,6 +110,7 @@ class FeedOptions(PipelineOptions):
         group = parser.add_argument_group("feeds")
         group.add_argument(
             "--as-of",
+            "--as_of",
             dest="as_of",
             default="now",
             help="compute the feeds as of this time, ISO 8601 with a zone, e.g. "
@@ -111,6 +118,7 @@ class FeedOptions(PipelineOptions):
         )
         group.add_argument(
             "--max-skew",
+            "--max_skew",
             dest="max_skew",
             type=float,
             default=300.0,
@@ -119,6 +127,7 @@ class FeedOptions(PipelineOptions):
         )
         group.add_argument(
             "--dedupe-horizon",
+            "--dedupe_horizon",
             dest="dedupe_horizon",
             type=float,
             default=None,
@@ -143,8 +152,10 @@ class FeedOptions(PipelineOptions):
             ("--author-boost", "author_boost", float, "extra factor for followed authors"),
             ("--tag-boost", "tag_boost", float, "extra factor per followed tag"),
         ):
+            # Both spellings, as Beam's own flags and the other jobs' take them.
+            spellings = dict.fromkeys((flag, f"--{name}"))
             group.add_argument(
-                flag,
+                *spellings,
                 dest=name,
                 type=kind,
                 default=getattr(d, name),
@@ -221,6 +232,89 @@ class _AsOfWindows(NonMergingWindowFn):
         return hash(self._window)
 
 
+#: Processing time a hold's timer is set ahead: it never fires, its release clears it.
+_HOLD_FOR = Duration(seconds=100 * 365 * 86400)
+
+
+class _HoldWatermarkFn(beam.DoFn):
+    """Holds its output watermark at its one input element's timestamp until its input
+    watermark passes ``release``; it outputs nothing.
+
+    Beam's Python SDK holds the output watermark of a processing-time timer at the
+    timestamp of the element that set it (an event-time timer holds at its firing
+    time): the hold is such a timer, set never to fire, cleared by an event-time timer
+    at ``release``.
+    """
+
+    HOLD = TimerSpec("hold", TimeDomain.REAL_TIME)
+    RELEASE = TimerSpec("release", TimeDomain.WATERMARK)
+
+    def __init__(self, release: float) -> None:
+        self._release = Timestamp.of(release)
+
+    def process(
+        self,
+        marker: tuple[str, int],
+        hold=beam.DoFn.TimerParam(HOLD),
+        release=beam.DoFn.TimerParam(RELEASE),
+    ) -> Iterator[Any]:
+        hold.set(Timestamp.now() + _HOLD_FOR)
+        release.set(self._release)
+        return iter(())
+
+    @on_timer(RELEASE)
+    def _released(self, hold=beam.DoFn.TimerParam(HOLD)) -> Iterator[Any]:
+        hold.clear()
+        return iter(())
+
+    @on_timer(HOLD)
+    def _never(self) -> Iterator[Any]:
+        return iter(())
+
+
+def _marker(at: int) -> TimestampedValue:
+    return TimestampedValue(("", at), at)
+
+
+def _nothing(_: Any) -> Iterator[tuple[str, int]]:
+    return iter(())
+
+
+class _HoldEventTime(beam.PTransform):
+    """Events restamped behind their source's watermark in, the same events out, their
+    watermark held at ``at`` until the watermark of the input passes ``release``.
+
+    A source stamps deliveries with its own time (Kinesis arrival, SQS sent time) and its
+    watermark follows that time; :class:`DropRedeliveries` restamps them with their event
+    time, which for a replay of old events lies far behind that watermark: every event
+    would be droppably late in the event-time windows after it. The hold keeps their
+    watermark at ``at`` (no earlier than anything they must count) until the input's
+    watermark, still in source time, passes ``release``: by then every delivery the
+    source stamped before ``release`` has been restamped and is on its way (it holds the
+    watermark of the steps it is in), then the held watermark jumps to the input's.
+    """
+
+    def __init__(self, at: int, release: float) -> None:
+        super().__init__()
+        self._at = at
+        self._release = release
+
+    def expand(self, events: beam.PCollection) -> beam.PCollection:
+        marker = (
+            events.pipeline
+            | "Start" >> beam.Create([self._at])
+            | "StampStart" >> beam.Map(_marker).with_output_types(tuple[str, int])
+        )
+        # Empty, with the watermark of the events' own step: the clock of the release.
+        clock = events | "SourceClock" >> beam.FlatMap(_nothing).with_output_types(tuple[str, int])
+        held = (
+            (marker, clock)
+            | "HoldInputs" >> beam.Flatten()
+            | "Hold" >> beam.ParDo(_HoldWatermarkFn(self._release))
+        )
+        return (events, held) | "HeldEvents" >> beam.Flatten()
+
+
 class _LatestPaneFn(beam.CombineFn):
     """Of a post's accumulating panes, the counts of the latest (the most complete)."""
 
@@ -251,10 +345,14 @@ class ComputeFeeds(beam.PTransform):
 
     Everything but the engagement windows lives in one event-time window that closes
     when the engagement window holding ``as_of`` can get no more late data (its end +
-    the allowed lateness + one period). So a streaming run writes the feeds once, when the
-    watermark passes that point, from the same data a batch run over the same events
-    sees: the two give the same feeds. Non-engagement events later than that are left
-    to a later run.
+    the allowed lateness + one period). A streaming run holds its event time at the start
+    of that engagement window until its source's watermark, in source time (Kinesis
+    arrival, SQS sent time, Pub/Sub ``occurredAt``), passes both that close and the time
+    the run started; then the windows fire and the feeds are written once, while the job
+    keeps running, from every delivery stamped before then: a live stream's up to the
+    close, a stream's whole backlog for a run started after it (an as-of time in the
+    past). A batch run over the same events sees the same data: the two give the same
+    feeds. Deliveries after that are left to a later run.
 
     Args:
         config: windows, weights and limits.
@@ -263,6 +361,8 @@ class ComputeFeeds(beam.PTransform):
         max_skew: seconds an event may lie after ``as_of`` before it is dead-lettered.
         dedupe_horizon: streaming only: seconds of source time an event id is remembered
             (default: the window size plus the allowed lateness).
+        started: streaming only: when the run started, epoch seconds (default: when this
+            transform is made).
     """
 
     def __init__(
@@ -273,6 +373,7 @@ class ComputeFeeds(beam.PTransform):
         streaming: bool,
         max_skew: float = 300.0,
         dedupe_horizon: float | None = None,
+        started: float | None = None,
     ) -> None:
         super().__init__()
         self._config = config
@@ -284,6 +385,7 @@ class ComputeFeeds(beam.PTransform):
             raise ValueError(f"dedupe_horizon must be positive, got {dedupe_horizon}")
         self._dedupe_horizon = dedupe_horizon
         self._streaming = streaming
+        self._started = time.time() if started is None else started
 
     def expand(self, events: beam.PCollection) -> dict[str, beam.PCollection]:
         config, as_of = self._config, self._as_of
@@ -298,6 +400,11 @@ class ComputeFeeds(beam.PTransform):
         current = split.events | "DropDuplicates" >> DropRedeliveries(
             self._dedupe_horizon, streaming=self._streaming
         )
+        if self._streaming:
+            # Restamped with event time, behind the source's watermark: see _HoldEventTime.
+            current = current | "HoldEventTime" >> _HoldEventTime(
+                window_start, release=max(close, self._started)
+            )
 
         scored = (
             current
