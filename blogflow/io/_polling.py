@@ -1,4 +1,4 @@
-"""What the polling SQS and Kinesis sources, and their producers, have in common.
+"""What the polling SQS, Kinesis and Pub/Sub sources, and their producers, have in common.
 
 The sources of :mod:`blogflow.io.sqs` and :mod:`blogflow.io.kinesis` read one element (a
 queue, a shard) with a splittable DoFn that polls the service in a loop, checkpoints itself
@@ -9,6 +9,9 @@ that are the same for both:
 - :func:`next_step`, the reading schedule: stop, checkpoint or poll, and how much;
 - :class:`MonotonicWatermarkEstimator` and its provider: a watermark the reader advances
   to the oldest service timestamp of each batch, and to the wall clock while idle;
+- :class:`CountTracker` and :class:`CountRestrictionProvider`: the restriction of a read
+  whose only position is how many items it emitted (a queue, a subscription), closed by a
+  bound or a checkpoint (used by :mod:`blogflow.io.pubsub`);
 - :class:`AWSClientFn`, a DoFn that owns one boto3 client;
 - :func:`backoff` and :func:`check_positive`, for retries and argument checks;
 - :func:`batches`, which cuts a producer's items into batch calls limited in count and
@@ -22,12 +25,13 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar, NamedTuple, Protocol, TypeVar
 
 import apache_beam as beam
-from apache_beam.io.iobase import WatermarkEstimator
-from apache_beam.transforms.core import WatermarkEstimatorProvider
+from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker, WatermarkEstimator
+from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
 from blogflow.io import aws
@@ -36,6 +40,10 @@ __all__ = [
     "IDLE_WATERMARK_LAG",
     "AWSClientFn",
     "Bounds",
+    "CountPosition",
+    "CountRestriction",
+    "CountRestrictionProvider",
+    "CountTracker",
     "MonotonicWatermarkEstimator",
     "MonotonicWatermarkProvider",
     "ReadSettings",
@@ -276,6 +284,155 @@ class MonotonicWatermarkProvider(WatermarkEstimatorProvider):
         self, estimator_state: Timestamp | None
     ) -> MonotonicWatermarkEstimator:
         return MonotonicWatermarkEstimator(estimator_state)
+
+
+# ------------------------------------------------------------- a restriction that counts
+
+
+class CountRestriction(NamedTuple):
+    """What is left of a read whose position is a count of items. Pickles as a plain tuple.
+
+    Attributes:
+        start: items emitted by earlier parts of the read (before checkpoints).
+        stop: the read ends once this many items were emitted (``max_records``), or never.
+        deadline: the read ends at this wall-clock time (epoch seconds), or never.
+        idle_timeout: the read ends after this many seconds of polling without an item.
+        idle_seconds: seconds already polled without an item at the end of earlier parts.
+    """
+
+    start: int = 0
+    stop: int | None = None
+    deadline: float | None = None
+    idle_timeout: float | None = None
+    idle_seconds: float = 0.0
+
+    def bounds(self, max_batch: int, reader: str) -> Bounds:
+        """The bounds of this read, for :func:`next_step`."""
+        return Bounds(self.stop, self.deadline, self.idle_timeout, max_batch, reader)
+
+
+class CountPosition(NamedTuple):
+    """A claim on a :class:`CountRestriction`.
+
+    Attributes:
+        end: items emitted by the whole read once the claimed batch is out.
+        idle_seconds: seconds polled without an item up to this claim.
+        last: the read ends here (a bound was reached): the claim fails and closes the read.
+    """
+
+    end: int
+    idle_seconds: float = 0.0
+    last: bool = False
+
+
+class CountTracker(RestrictionTracker):
+    """Tracks a read whose position is a count of items that only grows, until a bound or
+    a checkpoint closes it.
+
+    ``try_claim(CountPosition(end, idle))`` claims the batch that brings the read to
+    ``end`` items. ``try_claim(CountPosition(end, idle, last=True))`` stops the read early
+    (a drain, a time limit): it returns ``False`` and shrinks the restriction to what was
+    read, so :meth:`check_done` passes. A checkpoint (``try_split(0)``) hands the rest of
+    the read, with its counters, to a residual. Splits with a non-zero fraction are
+    refused: a queue or a subscription has no positions two readers could divide.
+    """
+
+    def __init__(self, restriction: CountRestriction, reader: str = "source") -> None:
+        self._restriction = restriction
+        self._position = CountPosition(restriction.start, restriction.idle_seconds)
+        self._closed = False
+        self._reader = reader
+
+    def _finished(self) -> bool:
+        stop = self._restriction.stop
+        return self._closed or (stop is not None and self._position.end >= stop)
+
+    def current_restriction(self) -> CountRestriction:
+        return self._restriction
+
+    def current_progress(self) -> RestrictionProgress:
+        completed = self._position.end - self._restriction.start
+        if self._finished():
+            remaining = 0
+        elif self._restriction.stop is not None:
+            remaining = self._restriction.stop - self._position.end
+        else:
+            remaining = 1  # unknown: the service does not say what is left
+        return RestrictionProgress(completed=completed, remaining=remaining)
+
+    def try_claim(self, position: CountPosition) -> bool:
+        if position.end < self._position.end:
+            raise ValueError(
+                f"claims on a {self._reader} read must not go backwards: {position.end} "
+                f"items claimed after {self._position.end}"
+            )
+        if self._finished():
+            return False
+        if position.last:
+            self._restriction = self._restriction._replace(stop=self._position.end)
+            self._closed = True
+            return False
+        stop = self._restriction.stop
+        if stop is not None and position.end > stop:
+            raise ValueError(f"claimed {position.end} items of a read limited to {stop} items")
+        self._position = position
+        return True
+
+    def try_split(
+        self, fraction_of_remainder: float
+    ) -> tuple[CountRestriction, CountRestriction] | None:
+        if fraction_of_remainder > 0 or self._finished():
+            return None
+        end = self._position.end
+        primary = self._restriction._replace(stop=end)
+        residual = self._restriction._replace(start=end, idle_seconds=self._position.idle_seconds)
+        self._restriction = primary
+        self._closed = True
+        return primary, residual
+
+    def check_done(self) -> None:
+        if not self._finished():
+            raise ValueError(
+                f"the read of a {self._reader} returned after {self._position.end} items "
+                f"without reaching a bound or checkpointing: {self._restriction}"
+            )
+
+    def is_bounded(self) -> bool:
+        r = self._restriction
+        return r.stop is not None or r.deadline is not None or r.idle_timeout is not None
+
+
+class CountRestrictionProvider(RestrictionProvider):
+    """Makes the :class:`CountRestriction` of a read from its settings (a
+    :class:`ReadSettings`): one reader per element, no initial splits.
+
+    Args:
+        reader: what is read (``"Pub/Sub subscription"``), for the tracker's errors.
+    """
+
+    def __init__(self, reader: str = "source") -> None:
+        self._reader = reader
+
+    def initial_restriction(self, element: ReadSettings) -> CountRestriction:
+        deadline = None if element.max_read_time is None else time.time() + element.max_read_time
+        return CountRestriction(
+            stop=element.max_records, deadline=deadline, idle_timeout=element.idle_timeout
+        )
+
+    def create_tracker(self, restriction: CountRestriction) -> CountTracker:
+        return CountTracker(restriction, self._reader)
+
+    def split(self, element: Any, restriction: CountRestriction) -> Iterator[CountRestriction]:
+        yield restriction
+
+    def restriction_size(self, element: Any, restriction: CountRestriction) -> int:
+        if restriction.stop is not None:
+            return max(0, restriction.stop - restriction.start)
+        return 1
+
+    def truncate(self, element: Any, restriction: CountRestriction) -> None:
+        # Draining a pipeline stops reading: unread items simply stay in the service.
+        return None
 
 
 # ------------------------------------------------------------------------------ the DoFn

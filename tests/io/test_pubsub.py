@@ -1,10 +1,12 @@
 """ReadPubSubEvents and publish_events against the real Pub/Sub emulator of the local stack.
 
 Every integration test gets its own topic and subscription (named after the test), deleted
-after it. Reads run as streaming pipelines on Beam's ``BundleBasedDirectRunner``; such a
-pipeline never stops by itself, so :func:`_streaming` runs it in the background, the test
-polls (bounded) a JSON-lines file the pipeline appends every record to, and the pipeline is
-cancelled on the way out.
+after it. Beam's read runs as streaming pipelines on Beam's ``BundleBasedDirectRunner``;
+blogflow's pull reader (:class:`PullFromPubSub`) runs here bounded, on ``FnApiRunner``, and
+streaming on Prism in ``test_pubsub_prism.py``. A DirectRunner streaming pipeline never
+stops by itself, so :func:`_streaming` runs it in the background, the test polls (bounded)
+a JSON-lines file the pipeline appends every record to, and the pipeline is cancelled on
+the way out.
 
 Cancelling needs one trick: the DirectRunner's Pub/Sub read is a synchronous ``pull`` that
 the emulator holds open for up to 30 s while the subscription is empty, and ``cancel()``
@@ -33,19 +35,29 @@ import pytest
 from apache_beam.io.gcp.pubsub import PubsubMessage, ReadFromPubSub
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pipeline import PipelineVisitor
-from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
+from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
+from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner, DirectRunner
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.runners.portability.prism_runner import PrismRunner
 from apache_beam.runners.runner import PipelineResult, PipelineRunner, PipelineState
+from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.display import DisplayData
 from apache_beam.utils.timestamp import Timestamp
 from google.api_core import exceptions as google_exceptions
 from google.cloud import pubsub_v1
 
 from blogflow.events import Event, SourceRecord, make_event, parse_event
+from blogflow.io import pubsub
+from blogflow.io._polling import CountPosition, CountRestriction, CountTracker
 from blogflow.io.pubsub import (
     PublishEventsError,
     PubSubError,
+    PullFromPubSub,
     ReadPubSubEvents,
+    SubscriptionNotFoundError,
     _event_attributes,
+    _message_timestamp,
+    _pulled_record,
     _to_source_record,
     create_subscription,
     create_topic,
@@ -296,6 +308,70 @@ def test_a_body_that_is_not_an_event_is_still_delivered(topic, subscription, tmp
     assert by_payload[not_json].id != by_payload[not_an_event].id
 
 
+# ------------------------------------------------- the pull reader, bounded, on FnApiRunner
+
+
+def _pulled_with_timestamps(subscription: str, **bounds: Any) -> Callable[[beam.Pipeline], Any]:
+    def build(p: beam.Pipeline) -> Any:
+        return (
+            p
+            | "PullFromPubSub" >> PullFromPubSub(subscription, max_bundle_seconds=1, **bounds)
+            | "WithTimestamps"
+            >> beam.Map(lambda r, t=beam.DoFn.TimestampParam: (r.payload, r.id, t.micros))
+        )
+
+    return build
+
+
+@pytest.mark.integration
+def test_the_pull_reader_emits_what_beams_read_emits_and_acks_it(topic, subscription, monkeypatch):
+    acked: list[int] = []
+    acknowledge = pubsub._PullSubscriptionFn._acknowledge
+
+    def spy(self: Any, path: str, ack_ids: Any) -> None:
+        acknowledge(self, path, ack_ids)
+        acked.append(len(ack_ids))
+
+    monkeypatch.setattr(pubsub._PullSubscriptionFn, "_acknowledge", spy)
+    events = _events(5)
+    not_an_event = b"not json {"
+    assert publish_events(topic, [e.to_json() for e in events] + [not_an_event]) == 6
+
+    p = beam.Pipeline(runner=FnApiRunner())
+    records = _pulled_with_timestamps(subscription, max_records=6, max_read_time=30)(p)
+    expected = [(e.to_json(), e.id, _micros(e)) for e in events]
+    assert_that(
+        records | "Events" >> beam.Filter(lambda r: r[0] != not_an_event), equal_to(expected)
+    )
+    p.run().wait_until_finish()
+
+    assert sum(acked) == 6  # every message, in the callbacks of the bundles that read them
+
+
+@pytest.mark.integration
+def test_the_pull_reader_fails_clearly_on_a_missing_subscription(pubsub_stack, unique_name):
+    missing = f"{unique_name}-gone"
+    p = beam.Pipeline(runner=FnApiRunner())
+    _ = p | "PullFromPubSub" >> PullFromPubSub(missing, max_read_time=10)
+    started = time.monotonic()
+    with pytest.raises(
+        SubscriptionNotFoundError,
+        match=rf"Pub/Sub subscription projects/[^/]+/subscriptions/{missing} does not exist",
+    ):
+        p.run().wait_until_finish()
+    assert time.monotonic() - started < 20
+
+
+@pytest.mark.integration
+def test_the_pull_reader_stops_at_its_idle_timeout(subscription):
+    p = beam.Pipeline(runner=FnApiRunner())
+    records = _pulled_with_timestamps(subscription, idle_timeout=1.5)(p)
+    assert_that(records, equal_to([]))
+    started = time.monotonic()
+    p.run().wait_until_finish()
+    assert time.monotonic() - started < 15
+
+
 # ------------------------------------------------------------------------- the producer
 
 
@@ -364,32 +440,50 @@ def test_create_topic_and_subscription_are_idempotent(pubsub_stack, unique_name)
 
 
 class _StubRunner(PipelineRunner):
-    """Stands in for Dataflow: a runner other than the DirectRunner. Never runs anything."""
+    """A runner neither Dataflow nor a DirectRunner (as Flink would be). Never runs anything."""
 
 
-class _FindPubSubReads(PipelineVisitor):
+class _FindReads(PipelineVisitor):
     def __init__(self) -> None:
-        self.reads: list[ReadFromPubSub] = []
+        self.beams: list[ReadFromPubSub] = []
+        self.pulls: list[PullFromPubSub] = []
 
     def enter_composite_transform(self, applied) -> None:
         if isinstance(applied.transform, ReadFromPubSub):
-            self.reads.append(applied.transform)
+            self.beams.append(applied.transform)
+        if isinstance(applied.transform, PullFromPubSub):
+            self.pulls.append(applied.transform)
 
     def visit_transform(self, applied) -> None:
         self.enter_composite_transform(applied)
 
 
-def _pubsub_source(runner: PipelineRunner) -> Any:
-    pipeline = beam.Pipeline(runner=runner, options=PipelineOptions(flags=[], streaming=True))
+#: What Dataflow's option validation asks for before anything is built.
+_DATAFLOW_FLAGS = [
+    "--project=blogflow-prod",
+    "--region=europe-west1",
+    "--temp_location=gs://blogflow-prod-tmp/tmp",
+]
+
+
+def _reads(runner: PipelineRunner) -> _FindReads:
+    flags = _DATAFLOW_FLAGS if isinstance(runner, DataflowRunner) else []
+    pipeline = beam.Pipeline(runner=runner, options=PipelineOptions(flags=flags, streaming=True))
     _ = pipeline | "Read" >> ReadPubSubEvents("projects/blogflow-prod/subscriptions/events")
-    finder = _FindPubSubReads()
+    finder = _FindReads()
     pipeline.visit(finder)
-    (read,) = finder.reads
+    return finder
+
+
+def _pubsub_source(runner: PipelineRunner) -> Any:
+    finder = _reads(runner)
+    assert not finder.pulls
+    (read,) = finder.beams
     return read._source
 
 
 def test_id_label_goes_to_beam_except_on_the_direct_runner(caplog):
-    source = _pubsub_source(_StubRunner())
+    source = _pubsub_source(DataflowRunner())
     assert (source.project, source.subscription_name) == ("blogflow-prod", "events")
     assert (source.id_label, source.timestamp_attribute) == ("eventId", "occurredAt")
     assert source.with_attributes
@@ -398,6 +492,18 @@ def test_id_label_goes_to_beam_except_on_the_direct_runner(caplog):
     assert direct.id_label is None
     assert direct.timestamp_attribute == "occurredAt"
     assert "does not support id_label" in caplog.text
+    assert _pubsub_source(DirectRunner()).id_label is None
+
+
+@pytest.mark.parametrize("runner", [PrismRunner, FnApiRunner, _StubRunner])
+def test_runners_that_cannot_run_beams_read_get_the_pull_reader(runner):
+    finder = _reads(runner())
+    assert not finder.beams
+    (pull,) = finder.pulls
+    assert pull.subscription == "projects/blogflow-prod/subscriptions/events"
+    assert not pull.bounded  # a streaming source
+    spec = pull._spec
+    assert (spec.timestamp_attribute, spec.id_label) == ("occurredAt", "eventId")
 
 
 def test_records_take_their_id_from_the_id_label_attribute_or_the_message_id():
@@ -407,6 +513,66 @@ def test_records_take_their_id_from_the_id_label_attribute_or_the_message_id():
     assert _to_source_record(with_id, "eventId").id == "e1"
     assert _to_source_record(without, "eventId") == SourceRecord(b"other", "8")
     assert _to_source_record(with_id, None) == SourceRecord(b"body", "7")
+
+
+def _pulled_message(data: bytes, attributes: dict[str, str], message_id: str = "42") -> Any:
+    published = dt.datetime(2026, 11, 21, 9, 0, 0, 250000, tzinfo=dt.timezone.utc)
+    return pubsub_v1.types.PubsubMessage(
+        data=data, attributes=attributes, message_id=message_id, publish_time=published
+    )
+
+
+def test_pulled_messages_become_the_records_beams_read_makes():
+    for attributes in ({"eventId": "e1", "occurredAt": "2026-11-21T10:00:00Z"}, {}):
+        pulled = _pulled_message(b"body", attributes)
+        beams = PubsubMessage(b"body", attributes, message_id="42")
+        for id_label in ("eventId", None):
+            assert _pulled_record(pulled, id_label) == _to_source_record(beams, id_label)
+    assert _pulled_record(_pulled_message(b"x", {"eventId": "e1"}), "eventId").id == "e1"
+    assert _pulled_record(_pulled_message(b"x", {}), "eventId").id == "42"
+
+
+def test_pulled_messages_are_stamped_like_beams_read_stamps_them(caplog):
+    published = Timestamp.from_rfc3339("2026-11-21T09:00:00.25Z")
+    cases = {
+        "2026-11-21T10:00:00.123456Z": Timestamp.from_rfc3339("2026-11-21T10:00:00.123456Z"),
+        "2026-11-21T10:00:00.123456789Z": Timestamp(micros=1795255200123456),  # cut to micros
+        "1795255200123": Timestamp(micros=1795255200123000),  # epoch milliseconds
+    }
+    for value, expected in cases.items():
+        message = _pulled_message(b"x", {"occurredAt": value})
+        assert _message_timestamp(message, "occurredAt") == expected, value
+        assert _message_timestamp(message, None) == published
+    assert _message_timestamp(_pulled_message(b"x", {}), "occurredAt") == published
+    with caplog.at_level(logging.WARNING, logger="blogflow.io.pubsub"):
+        bad = _pulled_message(b"x", {"occurredAt": "yesterday"}, message_id="9")
+        assert _message_timestamp(bad, "occurredAt") == published
+    assert "message 9 has a occurredAt attribute that is not a time" in caplog.text
+
+
+def test_a_count_tracker_claims_checkpoints_and_stops():
+    tracker = CountTracker(CountRestriction(start=3, idle_seconds=1.0), "Pub/Sub subscription")
+    assert not tracker.is_bounded()
+    assert tracker.try_claim(CountPosition(5))
+    with pytest.raises(ValueError, match="must not go backwards"):
+        tracker.try_claim(CountPosition(4))
+    assert tracker.try_split(0.5) is None  # a subscription cannot be divided
+    primary, residual = tracker.try_split(0)
+    assert primary == CountRestriction(start=3, stop=5, idle_seconds=1.0)
+    assert residual == CountRestriction(start=5, idle_seconds=0.0)
+    assert not tracker.try_claim(CountPosition(6))  # checkpointed: the batch is not ours
+    tracker.check_done()
+
+    bounded = CountTracker(CountRestriction(stop=10))
+    assert bounded.is_bounded()
+    assert bounded.try_claim(CountPosition(4))
+    with pytest.raises(ValueError, match="returned after 4 items"):
+        bounded.check_done()
+    assert not bounded.try_claim(CountPosition(4, 2.5, last=True))  # a bound was reached
+    assert bounded.current_restriction().stop == 4
+    bounded.check_done()
+    with pytest.raises(ValueError, match="limited to 10"):
+        CountTracker(CountRestriction(stop=10)).try_claim(CountPosition(11))
 
 
 def test_attributes_are_rfc3339_utc_with_z_as_beam_reads_them():
@@ -448,6 +614,12 @@ def test_bare_names_resolve_against_the_configured_project(monkeypatch):
         (lambda: ReadPubSubEvents("   "), "subscription"),
         (lambda: ReadPubSubEvents("s-1", id_label=""), "id_label"),
         (lambda: ReadPubSubEvents("s-1", timestamp_attribute=" "), "timestamp_attribute"),
+        (lambda: PullFromPubSub("a/b"), "subscription"),
+        (lambda: PullFromPubSub("s-1", id_label=""), "id_label"),
+        (lambda: PullFromPubSub("s-1", max_records=0), "max_records"),
+        (lambda: PullFromPubSub("s-1", idle_timeout=-1), "idle_timeout"),
+        (lambda: PullFromPubSub("s-1", max_bundle_seconds=float("inf")), "max_bundle_seconds"),
+        (lambda: PullFromPubSub("s-1", max_bundle_records=1.5), "max_bundle_records"),
         (lambda: create_subscription("t-1", "s-1", ack_deadline=5), "ack_deadline"),
         (lambda: publish_events("t-1", [b"x"], timeout=0), "timeout"),
     ],
@@ -464,4 +636,18 @@ def test_display_data_names_the_subscription_and_attributes():
         "subscription": "projects/blogflow-prod/subscriptions/events",
         "timestamp_attribute": "occurredAt",
         "id_label": "eventId",
+    }
+
+
+def test_the_pull_readers_display_data_names_its_settings():
+    pull = PullFromPubSub("projects/blogflow-prod/subscriptions/events", idle_timeout=30)
+    assert pull.bounded
+    items = {item.key: item.value for item in DisplayData.create_from(pull).items}
+    assert items == {
+        "subscription": "projects/blogflow-prod/subscriptions/events",
+        "timestamp_attribute": "occurredAt",
+        "id_label": "eventId",
+        "idle_timeout": 30,
+        "max_bundle_records": 1000,
+        "max_bundle_seconds": 5.0,
     }
