@@ -286,8 +286,10 @@ class _HoldEventTime(beam.PTransform):
 
     A source stamps deliveries with its own time (Kinesis arrival, SQS sent time) and its
     watermark follows that time; :class:`DropRedeliveries` restamps them with their event
-    time, which for a replay of old events lies far behind that watermark: every event
-    would be droppably late in the event-time windows after it. The hold keeps their
+    time, which for a replay of old events lies far behind that watermark (and in a
+    batch run behind the end of the global window its GroupByKey emits at): a runner
+    that drops late data (Prism, in streaming and in batch) would drop every event in the
+    event-time windows after it. The hold keeps their
     watermark at ``at`` (no earlier than anything they must count) until the input's
     watermark, still in source time, passes ``release``: by then every delivery the
     source stamped before ``release`` has been restamped and is on its way (it holds the
@@ -361,8 +363,8 @@ class ComputeFeeds(beam.PTransform):
         max_skew: seconds an event may lie after ``as_of`` before it is dead-lettered.
         dedupe_horizon: streaming only: seconds of source time an event id is remembered
             (default: the window size plus the allowed lateness).
-        started: streaming only: when the run started, epoch seconds (default: when this
-            transform is made).
+        started: when the run started, epoch seconds (default: when this transform is
+            made).
     """
 
     def __init__(
@@ -400,11 +402,11 @@ class ComputeFeeds(beam.PTransform):
         current = split.events | "DropDuplicates" >> DropRedeliveries(
             self._dedupe_horizon, streaming=self._streaming
         )
-        if self._streaming:
-            # Restamped with event time, behind the source's watermark: see _HoldEventTime.
-            current = current | "HoldEventTime" >> _HoldEventTime(
-                window_start, release=max(close, self._started)
-            )
+        # Restamped with event time, behind the source's watermark (a batch run's too,
+        # after its GroupByKey): see _HoldEventTime.
+        current = current | "HoldEventTime" >> _HoldEventTime(
+            window_start, release=max(close, self._started)
+        )
 
         scored = (
             current
