@@ -12,6 +12,8 @@ that are the same for both:
 - :class:`CountTracker` and :class:`CountRestrictionProvider`: the restriction of a read
   whose only position is how many items it emitted (a queue, a subscription), closed by a
   bound or a checkpoint (used by :mod:`blogflow.io.pubsub`);
+- :class:`FinalizedTally`: what finalization callbacks did (deletes, acks), held until a
+  later bundle can report it as metrics;
 - :class:`AWSClientFn`, a DoFn that owns one boto3 client;
 - :func:`backoff` and :func:`check_positive`, for retries and argument checks;
 - :func:`batches`, which cuts a producer's items into batch calls limited in count and
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar, NamedTuple, Protocol, TypeVar
@@ -44,6 +47,8 @@ __all__ = [
     "CountRestriction",
     "CountRestrictionProvider",
     "CountTracker",
+    "FinalizedCounts",
+    "FinalizedTally",
     "MonotonicWatermarkEstimator",
     "MonotonicWatermarkProvider",
     "ReadSettings",
@@ -433,6 +438,43 @@ class CountRestrictionProvider(RestrictionProvider):
     def truncate(self, element: Any, restriction: CountRestriction) -> None:
         # Draining a pipeline stops reading: unread items simply stay in the service.
         return None
+
+
+# ------------------------------------------------------- what finalization callbacks did
+
+
+class FinalizedCounts(NamedTuple):
+    """Items a finalization callback settled (deleted, acknowledged) and failed to."""
+
+    done: int = 0
+    failed: int = 0
+
+
+class FinalizedTally:
+    """What finalization callbacks settled that no bundle has reported yet, per queue or
+    subscription, in this worker process.
+
+    Beam reports a bundle's metrics when the bundle is committed, before it is finalized:
+    a counter incremented in a finalization callback would be dropped. So the callback
+    adds here and the next bundle reading that queue reports it. The tally is the
+    process's, not a DoFn instance's: Prism may finalize one bundle while the next runs on
+    another instance of the DoFn, and an instance may then sit idle in the harness's cache
+    with its tally for good.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, FinalizedCounts] = {}
+
+    def add(self, key: str, done: int, failed: int) -> None:
+        with self._lock:
+            old = self._counts.get(key, FinalizedCounts())
+            self._counts[key] = FinalizedCounts(old.done + done, old.failed + failed)
+
+    def take(self, key: str) -> FinalizedCounts:
+        """What was settled for ``key`` since the last take, and forget it."""
+        with self._lock:
+            return self._counts.pop(key, FinalizedCounts())
 
 
 # ------------------------------------------------------------------------------ the DoFn

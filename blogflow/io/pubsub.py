@@ -71,7 +71,6 @@ import datetime as dt
 import logging
 import os
 import re
-import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
@@ -92,6 +91,7 @@ from blogflow.io._polling import (
     CountPosition,
     CountRestriction,
     CountRestrictionProvider,
+    FinalizedTally,
     MonotonicWatermarkProvider,
     backoff,
     check_positive,
@@ -429,35 +429,8 @@ class _PullSpec(NamedTuple):
     max_bundle_seconds: float
 
 
-class _AckCounts(NamedTuple):
-    acked: int = 0
-    failed: int = 0
-
-
-class _AckTally:
-    """Acknowledgements no bundle has counted yet, per subscription, in this process.
-
-    Shared by every reader DoFn instance of the worker process, not kept per instance: on
-    Prism the harness may finalize one bundle while the next runs on another instance of
-    the DoFn (the first one is not yet free), and that instance could then sit idle in the
-    harness's cache with its tally for good.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: dict[str, _AckCounts] = {}
-
-    def add(self, subscription: str, acked: int, failed: int) -> None:
-        with self._lock:
-            old = self._counts.get(subscription, _AckCounts())
-            self._counts[subscription] = _AckCounts(old.acked + acked, old.failed + failed)
-
-    def take(self, subscription: str) -> _AckCounts:
-        with self._lock:
-            return self._counts.pop(subscription, _AckCounts())
-
-
-_UNREPORTED_ACKS = _AckTally()
+#: Acknowledgements of finalized bundles, until a bundle reports them.
+_UNREPORTED_ACKS = FinalizedTally()
 
 
 def _parse_timestamp(value: str) -> Timestamp:
@@ -760,8 +733,8 @@ class _PullSubscriptionFn(beam.DoFn):
         subscription in this process reports it.
         """
         counts = _UNREPORTED_ACKS.take(path)
-        if counts.acked:
-            _ACKED.inc(counts.acked)
+        if counts.done:
+            _ACKED.inc(counts.done)
         if counts.failed:
             _ACK_FAILED.inc(counts.failed)
 

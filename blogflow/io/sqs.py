@@ -11,7 +11,8 @@ which blogflow's sinks are: at-least-once delivery, exactly-once effect.
 How the read is cut into bundles: the splittable DoFn checkpoints itself (``defer_remainder``)
 after ``max_bundle_records`` messages or ``max_bundle_seconds``, so every bundle is small,
 its deletes happen well within the queue's visibility timeout and downstream effects are
-committed bundle by bundle. The restriction of a read is a :class:`_QueueRestriction`: how
+committed bundle by bundle. The restriction of a read is a
+:class:`~blogflow.io._polling.CountRestriction` (shared with the Pub/Sub reader): how
 many messages earlier parts emitted and which bound (``max_records``, ``max_read_time``,
 ``idle_timeout``) ends it. A read with no bound runs forever (streaming). The schedule,
 the watermark estimator and the client's lifecycle are shared with the Kinesis source
@@ -42,9 +43,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import apache_beam as beam
-from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.display import DisplayDataItem
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
@@ -53,7 +52,10 @@ from blogflow.events import SourceRecord
 from blogflow.io import aws
 from blogflow.io._polling import (
     AWSClientFn,
-    Bounds,
+    CountPosition,
+    CountRestriction,
+    CountRestrictionProvider,
+    FinalizedTally,
     MonotonicWatermarkProvider,
     backoff,
     batches,
@@ -99,149 +101,7 @@ class _ReadSpec(NamedTuple):
     max_bundle_seconds: float
 
 
-class _QueueRestriction(NamedTuple):
-    """What is left of one read of a queue. Pickles and encodes as a plain tuple.
-
-    Attributes:
-        start: messages emitted by earlier parts of the read (before checkpoints).
-        stop: the read ends once this many messages were emitted (``max_records``), or never.
-        deadline: the read ends at this wall-clock time (epoch seconds), or never.
-        idle_timeout: the read ends after this many seconds of polling without a message.
-        idle_seconds: seconds already polled without a message at the end of earlier parts.
-    """
-
-    start: int = 0
-    stop: int | None = None
-    deadline: float | None = None
-    idle_timeout: float | None = None
-    idle_seconds: float = 0.0
-
-
-class _QueuePosition(NamedTuple):
-    """A claim on a queue read.
-
-    Attributes:
-        end: messages emitted by the whole read once the claimed batch is out.
-        idle_seconds: seconds polled without a message up to this claim.
-        last: the read ends here (a bound was reached): the claim fails and closes the read.
-    """
-
-    end: int
-    idle_seconds: float = 0.0
-    last: bool = False
-
-
-class _QueueTracker(RestrictionTracker):
-    """Tracks a read of a queue: a count of messages that only grows, until a bound or a
-    checkpoint closes it.
-
-    ``try_claim(_QueuePosition(end, idle))`` claims the batch that brings the read to
-    ``end`` messages. ``try_claim(_QueuePosition(end, idle, last=True))`` stops the read
-    early (a drain, a time limit): it returns ``False`` and shrinks the restriction to what
-    was read, so :meth:`check_done` passes. A checkpoint (``try_split(0)``) hands the rest of
-    the read, with its counters, to a residual. Splits with a non-zero fraction are refused:
-    a queue has no positions that two readers could divide.
-    """
-
-    def __init__(self, restriction: _QueueRestriction) -> None:
-        self._restriction = restriction
-        self._position = _QueuePosition(restriction.start, restriction.idle_seconds)
-        self._closed = False
-
-    def _finished(self) -> bool:
-        stop = self._restriction.stop
-        return self._closed or (stop is not None and self._position.end >= stop)
-
-    def current_restriction(self) -> _QueueRestriction:
-        return self._restriction
-
-    def current_progress(self) -> RestrictionProgress:
-        completed = self._position.end - self._restriction.start
-        if self._finished():
-            remaining = 0
-        elif self._restriction.stop is not None:
-            remaining = self._restriction.stop - self._position.end
-        else:
-            remaining = 1  # unknown: a queue does not say what is left
-        return RestrictionProgress(completed=completed, remaining=remaining)
-
-    def try_claim(self, position: _QueuePosition) -> bool:
-        if position.end < self._position.end:
-            raise ValueError(
-                f"claims on a queue read must not go backwards: {position.end} messages "
-                f"claimed after {self._position.end}"
-            )
-        if self._finished():
-            return False
-        if position.last:
-            self._restriction = self._restriction._replace(stop=self._position.end)
-            self._closed = True
-            return False
-        stop = self._restriction.stop
-        if stop is not None and position.end > stop:
-            raise ValueError(
-                f"claimed {position.end} messages of a read limited to {stop} messages"
-            )
-        self._position = position
-        return True
-
-    def try_split(
-        self, fraction_of_remainder: float
-    ) -> tuple[_QueueRestriction, _QueueRestriction] | None:
-        if fraction_of_remainder > 0 or self._finished():
-            return None
-        end = self._position.end
-        primary = self._restriction._replace(stop=end)
-        residual = self._restriction._replace(start=end, idle_seconds=self._position.idle_seconds)
-        self._restriction = primary
-        self._closed = True
-        return primary, residual
-
-    def check_done(self) -> None:
-        if not self._finished():
-            raise ValueError(
-                f"the read of an SQS queue returned after {self._position.end} messages "
-                f"without reaching a bound or checkpointing: {self._restriction}"
-            )
-
-    def is_bounded(self) -> bool:
-        r = self._restriction
-        return r.stop is not None or r.deadline is not None or r.idle_timeout is not None
-
-
-class _QueueRestrictionProvider(RestrictionProvider):
-    """Makes the initial restriction of a read from its :class:`_ReadSpec`."""
-
-    def initial_restriction(self, element: _ReadSpec) -> _QueueRestriction:
-        deadline = None if element.max_read_time is None else time.time() + element.max_read_time
-        return _QueueRestriction(
-            stop=element.max_records, deadline=deadline, idle_timeout=element.idle_timeout
-        )
-
-    def create_tracker(self, restriction: _QueueRestriction) -> _QueueTracker:
-        return _QueueTracker(restriction)
-
-    def split(self, element: _ReadSpec, restriction: _QueueRestriction):
-        yield restriction  # one reader per queue read: no initial splits
-
-    def restriction_size(self, element: _ReadSpec, restriction: _QueueRestriction) -> int:
-        if restriction.stop is not None:
-            return max(0, restriction.stop - restriction.start)
-        return 1
-
-    def truncate(self, element: _ReadSpec, restriction: _QueueRestriction) -> None:
-        # Draining a pipeline stops reading: unread messages simply stay in the queue.
-        return None
-
-
 # ------------------------------------------------------------------ the reading schedule
-
-
-def _bounds(restriction: _QueueRestriction) -> Bounds:
-    """The bounds of a queue reader, for :func:`~blogflow.io._polling.next_step`."""
-    return Bounds(
-        restriction.stop, restriction.deadline, restriction.idle_timeout, MAX_BATCH_ENTRIES, "queue"
-    )
 
 
 def _wait_seconds(budget: float, spec: _ReadSpec) -> int:
@@ -262,9 +122,8 @@ _DELETE_FAILED = Metrics.counter(_METRICS_NAMESPACE, "messages_delete_failed")
 _CHECKPOINTS = Metrics.counter(_METRICS_NAMESPACE, "checkpoints")
 
 
-class _DeleteCounts(NamedTuple):
-    deleted: int = 0
-    failed: int = 0
+#: Deletes of finalized bundles, per queue URL, until a bundle reports them.
+_UNREPORTED_DELETES = FinalizedTally()
 
 
 def _sent_timestamp(message: dict[str, Any]) -> Timestamp:
@@ -287,7 +146,6 @@ class _ReadQueueFn(AWSClientFn):
     def __init__(self) -> None:
         super().__init__()
         self._urls: dict[str, str] = {}
-        self._unreported = _DeleteCounts()
 
     def setup(self) -> None:
         super().setup()
@@ -324,7 +182,7 @@ class _ReadQueueFn(AWSClientFn):
         self,
         spec: _ReadSpec,
         finalizer=beam.DoFn.BundleFinalizerParam,
-        tracker=beam.DoFn.RestrictionParam(_QueueRestrictionProvider()),
+        tracker=beam.DoFn.RestrictionParam(CountRestrictionProvider("SQS queue")),
         watermark=beam.DoFn.WatermarkEstimatorParam(MonotonicWatermarkProvider()),
     ) -> Iterator[TimestampedValue]:
         """Long-poll the queue until a bound stops the read or the bundle is full.
@@ -333,10 +191,10 @@ class _ReadQueueFn(AWSClientFn):
         finalization callback, registered once per call, that deletes them after the
         runner committed the bundle (a bundle that received nothing deletes nothing).
         """
-        self._report_deletes()
         url = self._queue_url(spec)
-        restriction: _QueueRestriction = tracker.current_restriction()
-        bounds = _bounds(restriction)
+        self._report_deletes(url)
+        restriction: CountRestriction = tracker.current_restriction()
+        bounds = restriction.bounds(MAX_BATCH_ENTRIES, "queue")
         received = restriction.start
         idle = restriction.idle_seconds
         started = time.monotonic()
@@ -357,14 +215,14 @@ class _ReadQueueFn(AWSClientFn):
                 now=time.time(),
             )
             if step.action == "stop":
-                tracker.try_claim(_QueuePosition(received, idle, last=True))
+                tracker.try_claim(CountPosition(received, idle, last=True))
                 _LOGGER.info(
                     "Stopped reading SQS queue %s after %d messages: %s", url, received, step.reason
                 )
                 return
             if step.action == "checkpoint":
                 # Record the idle time for the residual, then hand the rest of the read over.
-                if tracker.try_claim(_QueuePosition(received, idle)):
+                if tracker.try_claim(CountPosition(received, idle)):
                     tracker.defer_remainder()
                     _CHECKPOINTS.inc()
                 return
@@ -374,7 +232,7 @@ class _ReadQueueFn(AWSClientFn):
                 idle += time.monotonic() - poll_started
                 watermark.advance_idle()
                 continue
-            if not tracker.try_claim(_QueuePosition(received + len(messages))):
+            if not tracker.try_claim(CountPosition(received + len(messages))):
                 # The runner checkpointed this read during the poll: the batch is not ours.
                 self._release(url, messages)
                 return
@@ -393,16 +251,14 @@ class _ReadQueueFn(AWSClientFn):
             in_bundle += len(messages)
             _RECEIVED.inc(len(messages))
 
-    def _report_deletes(self) -> None:
-        """Count the deletes of earlier, finalized bundles.
-
-        Beam reports a bundle's metrics when the bundle is committed, before it is
-        finalized: a counter incremented in a finalization callback would be dropped, so
-        the callback tallies here and the next bundle of this DoFn instance reports it.
-        """
-        counts, self._unreported = self._unreported, _DeleteCounts()
-        if counts.deleted:
-            _DELETED.inc(counts.deleted)
+    @staticmethod
+    def _report_deletes(url: str) -> None:
+        """Count the deletes of earlier, finalized bundles of the queue at ``url``: the
+        callback tallies them in :data:`_UNREPORTED_DELETES` (see
+        :class:`~blogflow.io._polling.FinalizedTally`), the next bundle reports them."""
+        counts = _UNREPORTED_DELETES.take(url)
+        if counts.done:
+            _DELETED.inc(counts.done)
         if counts.failed:
             _DELETE_FAILED.inc(counts.failed)
 
@@ -446,9 +302,7 @@ class _ReadQueueFn(AWSClientFn):
             ok, bad = self._delete_batch(url, handles[first : first + MAX_BATCH_ENTRIES])
             deleted += ok
             failed += bad
-        self._unreported = _DeleteCounts(
-            self._unreported.deleted + deleted, self._unreported.failed + failed
-        )
+        _UNREPORTED_DELETES.add(url, deleted, failed)
         _LOGGER.debug("Deleted %d messages from SQS queue %s (%d failed)", deleted, url, failed)
 
     def _delete_batch(self, url: str, handles: Sequence[str]) -> tuple[int, int]:
@@ -488,7 +342,7 @@ class _ReadQueueForeverFn(_ReadQueueFn):
         self,
         spec: _ReadSpec,
         finalizer=beam.DoFn.BundleFinalizerParam,
-        tracker=beam.DoFn.RestrictionParam(_QueueRestrictionProvider()),
+        tracker=beam.DoFn.RestrictionParam(CountRestrictionProvider("SQS queue")),
         watermark=beam.DoFn.WatermarkEstimatorParam(MonotonicWatermarkProvider()),
     ) -> Iterator[TimestampedValue]:
         yield from super().process(spec, finalizer, tracker, watermark)

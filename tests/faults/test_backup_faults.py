@@ -31,6 +31,7 @@ from blogflow.local.github import GitHubStandIn
 from blogflow.pipelines import backup
 from blogflow.tokens import Secret
 from blogflow.transforms.backups import BackupPost, git_blob_sha, post_path, render_post
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -259,14 +260,6 @@ def test_github_faults_during_a_backup_leave_every_post_committed_exactly_once(
     assert_committed_exactly_once(repo, {**files, **more}, commits_expected=6 + 2)
 
 
-def _wait_for(condition, within, what):
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within} s: {what}")
-        time.sleep(0.05)
-
-
 def test_a_backup_job_killed_mid_backup_is_finished_by_resume_and_a_rerun(
     tmp_path, github, repo, mongo_db, redis_prefix, sqs_client, sqs_queue
 ):
@@ -296,7 +289,7 @@ def test_a_backup_job_killed_mid_backup_is_finished_by_resume_and_a_rerun(
             assert job.poll() is None, log.read_text()[-2000:]
             return mongo_db.backup_items.count_documents({"backupId": "bk"}) >= 8
 
-        _wait_for(committing, 90, "the job committed two chunks")
+        wait_for(committing, 90, "the job committed two chunks")
         children = psutil.Process(job.pid).children(recursive=True)
         os.kill(job.pid, signal.SIGKILL)
         for child in children:  # any worker it started goes with it

@@ -26,6 +26,7 @@ from blogflow.io import sqs
 from blogflow.io.sums import redis_key
 from blogflow.local.stack import LocalStack
 from blogflow.transforms.summing import split_array
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -89,14 +90,6 @@ def stop(process):
     if process.poll() is None:
         os.kill(process.pid, signal.SIGKILL)
     process.communicate(timeout=30)
-
-
-def wait_for(condition, within, what):
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within} s: {what}")
-        time.sleep(0.1)
 
 
 def fail_mid_run(job, mongo_db, fault):

@@ -35,6 +35,7 @@ from blogflow.events import Event, SourceRecord, make_event
 from blogflow.io import pubsub
 from blogflow.io.pubsub import ReadPubSubEvents, create_subscription, create_topic, publish_events
 from blogflow.runners.prism import PrismNotFound, prism_binary
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -152,18 +153,6 @@ def _micros(event: Event) -> int:
     return round(event.event_time * 1_000_000)
 
 
-def _wait_for(condition: Callable[[], Any], what: str, seconds: float = WAIT_SECONDS) -> Any:
-    """Poll ``condition`` until it is truthy, for at most ``seconds``; its value."""
-    deadline = time.monotonic() + seconds
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {seconds}s: {what}")
-        time.sleep(0.05)
-
-
 def _stored(client: redis.Redis, key: str) -> list[dict[str, Any]]:
     return [json.loads(item) for item in client.lrange(key, 0, -1)]
 
@@ -209,7 +198,7 @@ def _running(build: Callable[[beam.Pipeline], Any]) -> Iterator[PipelineResult]:
     build(pipeline)
     result = pipeline.run()
     try:
-        _wait_for(lambda: result.state != PipelineState.STARTING, "the job starts")
+        wait_for(lambda: result.state != PipelineState.STARTING, WAIT_SECONDS, "the job starts")
         yield result
     finally:
         _stop(result)
@@ -240,21 +229,22 @@ def test_records_arrive_while_the_job_runs_and_are_acked_after_their_bundle(
     published: dict[str, float] = {}
     with _running(build) as result:
         # The job is running and reads nothing yet: its empty bundles are finalized too.
-        _wait_for(lambda: finalized, "an empty bundle is finalized")
+        wait_for(lambda: finalized, WAIT_SECONDS, "an empty bundle is finalized")
         assert sum(run.ack_ids for run in finalized) == 0
         for batch in (first, second):
             published.update((event.id, time.time()) for event in batch)
             publish_events(topic, [event.to_json() for event in batch])
-            _wait_for(
+            wait_for(
                 lambda n=len(published): len(_stored(redis_client, key)) >= n,
+                WAIT_SECONDS,
                 f"{len(published)} records reach the running job",
             )
         assert result.state == PipelineState.RUNNING
         # Every message is acknowledged by a finalization callback, and the next bundle
         # counts it in messages_acked; then one more bundle reports the metrics.
-        _wait_for(lambda: sum(run.ack_ids for run in finalized) >= 8, "8 messages acked")
+        wait_for(lambda: sum(run.ack_ids for run in finalized) >= 8, WAIT_SECONDS, "8 acked")
         runs = len(finalized)
-        _wait_for(lambda: len(finalized) > runs + 1, "two more bundles are finalized")
+        wait_for(lambda: len(finalized) > runs + 1, WAIT_SECONDS, "two more finalized bundles")
         assert _counter(result, "messages_acked") == 8
         assert _counter(result, "messages_received") == 8
         assert _counter(result, "checkpoints") >= 1
@@ -293,7 +283,7 @@ def test_a_failure_after_the_read_acks_nothing_and_the_messages_come_back(
         )
 
     with _running(build) as result:
-        _wait_for(lambda: PipelineState.is_terminal(result.state), "the job fails")
+        wait_for(lambda: PipelineState.is_terminal(result.state), WAIT_SECONDS, "the job fails")
         assert result.state == PipelineState.FAILED
     assert sum(run.ack_ids for run in finalized) == 0
 

@@ -31,10 +31,6 @@ from blogflow.io import aws, sqs
 from blogflow.io.sqs import (
     ReadFromSQS,
     SendMessagesError,
-    _bounds,
-    _QueuePosition,
-    _QueueRestriction,
-    _QueueTracker,
     _ReadSpec,
     _wait_seconds,
     send_messages,
@@ -404,46 +400,7 @@ def test_output_is_unbounded_only_without_a_bound():
 SPEC = _ReadSpec("q", None, None, None, 20, 100, 5.0)
 
 
-def test_bounds_of_a_queue_reader_come_from_its_restriction():
-    # The schedule itself (blogflow.io._polling.next_step) is tested in test_kinesis.py.
-    restriction = _QueueRestriction(start=4, stop=13, deadline=99.0, idle_timeout=10)
-    assert _bounds(restriction) == (13, 99.0, 10, sqs.MAX_BATCH_ENTRIES, "queue")
-
-
 def test_a_poll_waits_whole_seconds_within_wait_time_seconds():
     assert _wait_seconds(1.5, SPEC) == 2  # rounded up: a bound is never cut short
     assert _wait_seconds(0.0, SPEC) == 1
     assert _wait_seconds(60.0, SPEC) == SPEC.wait_time_seconds
-
-
-def test_tracker_checkpoint_hands_counters_to_the_residual():
-    tracker = _QueueTracker(_QueueRestriction(start=0, stop=100, idle_timeout=9))
-    assert tracker.try_claim(_QueuePosition(10))
-    assert tracker.try_claim(_QueuePosition(10, idle_seconds=4.0))
-    primary, residual = tracker.try_split(0)
-    assert primary == _QueueRestriction(start=0, stop=10, idle_timeout=9)
-    assert residual == _QueueRestriction(start=10, stop=100, idle_timeout=9, idle_seconds=4.0)
-    assert not tracker.try_claim(_QueuePosition(20))
-    tracker.check_done()
-    assert tracker.try_split(0.5) is None
-
-
-def test_tracker_stop_claim_closes_the_read_and_satisfies_check_done():
-    tracker = _QueueTracker(_QueueRestriction())
-    assert tracker.try_claim(_QueuePosition(7))
-    with pytest.raises(ValueError, match="without reaching a bound"):
-        tracker.check_done()
-    assert not tracker.try_claim(_QueuePosition(7, last=True))
-    assert tracker.current_restriction().stop == 7
-    tracker.check_done()
-    assert tracker.try_split(0) is None
-
-
-def test_tracker_refuses_claims_beyond_max_records_and_backwards():
-    tracker = _QueueTracker(_QueueRestriction(stop=5))
-    assert tracker.try_claim(_QueuePosition(5))
-    tracker.check_done()  # max_records reached
-    with pytest.raises(ValueError):
-        tracker.try_claim(_QueuePosition(4))
-    with pytest.raises(ValueError):
-        _QueueTracker(_QueueRestriction(stop=5)).try_claim(_QueuePosition(6))

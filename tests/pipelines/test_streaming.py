@@ -38,6 +38,7 @@ from tests.pipelines.test_backup import (
     writes,
 )
 from tests.pipelines.test_summing import packets, queue_is_empty, stored
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -45,16 +46,8 @@ pytestmark = pytest.mark.integration
 DEADLINE = 60.0
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = DEADLINE) -> Any:
-    """Polls ``check`` until it answers truthy; fails naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout:.0f} s")
-        time.sleep(0.1)
+def backup_status(mongo_db, backup_id: str) -> str | None:
+    return (load_backup(mongo_db, backup_id) or {}).get("status")
 
 
 @pytest.fixture
@@ -80,7 +73,7 @@ def running() -> Iterator[Callable[..., Any]]:
     for result in started:
         if not PipelineState.is_terminal(result.state):
             result.cancel()
-        wait_for("the job to stop", lambda r=result: PipelineState.is_terminal(r.state), 30)
+        wait_for(lambda r=result: PipelineState.is_terminal(r.state), 30, "the job to stop")
         assert result.state == PipelineState.CANCELLED
 
 
@@ -97,16 +90,16 @@ def test_summing_streams_from_sqs_exactly_once_under_redelivery(
     )
     first, bodies = packets([3, 1, 4, 1, 5, 9, 2, 6])
     sqs.send_messages(queue, bodies)
-    done = wait_for("the first sum", lambda: stored(mongo_db, first).get("status") == "complete")
+    done = wait_for(lambda: stored(mongo_db, first).get("status") == "complete", DEADLINE, "sum 1")
     assert done and stored(mongo_db, first)["sum"] == 62
     # the same packets again (a producer's retry), with a second array
     second, more = packets(list(range(40)))
     sqs.send_messages(queue, bodies[:5] + more + bodies[5:])
-    wait_for("the second sum", lambda: stored(mongo_db, second).get("status") == "complete")
+    wait_for(lambda: stored(mongo_db, second).get("status") == "complete", DEADLINE, "sum 2")
     assert job.state == PipelineState.RUNNING
     assert stored(mongo_db, first)["sum"] == 62 and stored(mongo_db, second)["sum"] == 2 * 780
     # committed bundles were finalized: their messages deleted, none left to redeliver
-    wait_for("the queue to empty", lambda: queue_is_empty(sqs_client, queue), timeout=30)
+    wait_for(lambda: queue_is_empty(sqs_client, queue), 30, "the queue to empty")
 
 
 @pytest.fixture
@@ -160,19 +153,12 @@ def test_backup_streams_a_30_post_backup_in_10_s_serialised_per_repository(
     )
     # The job is up once a first request went all the way through.
     send([request("warm-up", "pub-c")])
-    wait_for(
-        "the warm-up backup",
-        lambda: (load_backup(mongo_db, "warm-up") or {}).get("status") == "done",
-    )
+    wait_for(lambda: backup_status(mongo_db, "warm-up") == "done", DEADLINE, "the warm-up")
     before = len(github_standin.requests())
 
     sent = time.monotonic()
     send([request("b-30", "pub-a")])
-    wait_for(
-        "the 30-post backup",
-        lambda: (load_backup(mongo_db, "b-30") or {}).get("status") == "done",
-        timeout=10,
-    )
+    wait_for(lambda: backup_status(mongo_db, "b-30") == "done", 10, "the 30-post backup")
     took = time.monotonic() - sent
     assert job.state == PipelineState.RUNNING
     stored_backup = load_backup(mongo_db, "b-30")
@@ -182,12 +168,7 @@ def test_backup_streams_a_30_post_backup_in_10_s_serialised_per_repository(
     # two backups of one repository requested at once: commits one after another
     send([request("b-x", "pub-b"), request("b-y", "pub-a")])
     for backup_id in ("b-x", "b-y"):
-        wait_for(
-            f"backup {backup_id}",
-            lambda backup_id=backup_id: (
-                (load_backup(mongo_db, backup_id) or {}).get("status") == "done"
-            ),
-        )
+        wait_for(lambda b=backup_id: backup_status(mongo_db, b) == "done", DEADLINE, backup_id)
     assert job.state == PipelineState.RUNNING
     paths = {post_path(BackupPost.from_document(p)) for p in first + second + third}
     assert paths <= tree_paths(github_repo)
@@ -220,9 +201,9 @@ def test_the_command_line_streams_and_stops_cleanly_on_a_signal(
     try:
         first, bodies = packets([1, 2, 3])
         sqs.send_messages(queue, bodies)
-        wait_for("the sum", lambda: stored(mongo_db, first).get("status") == "complete", 90)
+        wait_for(lambda: stored(mongo_db, first).get("status") == "complete", 90, "the sum")
         # its bundle was finalized while the job runs: the messages deleted
-        wait_for("the queue to empty", lambda: queue_is_empty(sqs_client, queue), 30)
+        wait_for(lambda: queue_is_empty(sqs_client, queue), 30, "the queue to empty")
         assert job.poll() is None  # still streaming
         prism = [p for p in psutil.Process(job.pid).children(recursive=True) if "prism" in p.name()]
         assert prism, "the job runs on Prism"
