@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import logging
 from collections.abc import Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -11,6 +12,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from blogflow.io.sources import ReadSource, is_unbounded, parse_source
 from blogflow.runners import RunnerError
 from blogflow.runners.profiles import (
+    DEFAULT_RUNNER,
     DEFAULT_STREAMING_RUNNER,
     PROFILES,
     configure_runner,
@@ -24,6 +26,8 @@ __all__ = [
     "parse_pipeline_args",
     "read_source",
 ]
+
+_LOGGER = logging.getLogger(__name__)
 
 #: How long a drain waits for more messages before it stops, by default.
 DEFAULT_IDLE_TIMEOUT = 5.0
@@ -205,6 +209,13 @@ def parse_pipeline_args(
                 f"{prog}: {standard.runner} cannot read {scheme}:// sources (they are "
                 "Splittable DoFns): use --runner prism, or fnapi for a bounded run"
             )
+    if standard.streaming and standard.runner == DEFAULT_RUNNER:
+        _LOGGER.warning(
+            "%s: FnApiRunner does not stream: what comes after a grouping (feeds, backups) "
+            "is held until the source ends, which an unbounded source never does; use "
+            "--runner prism, or bound the read (--drain)",
+            prog,
+        )
     return options
 
 

@@ -189,3 +189,13 @@ def test_the_command_line_says_it_in_one_line(tmp_path):
         "(fnapi, direct, prism, dask, flink, dataflow), a Beam runner name (e.g. "
         "DataflowRunner) or a runner's full class name"
     ]
+
+
+def test_a_streaming_job_on_fnapi_is_warned_that_it_will_not_stream(caplog):
+    with caplog.at_level("WARNING", logger="blogflow.options"):
+        parse("--runner=fnapi", source="kinesis://s")
+    assert "FnApiRunner does not stream" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="blogflow.options"):
+        parse("--runner=fnapi", "--drain", source="kinesis://s")
+    assert caplog.text == ""
