@@ -14,8 +14,9 @@ would have shown then, and running it twice gives the same feeds.
 Run it with ``blogflow run feed --source file://GLOB`` (or ``kinesis://STREAM`` or
 ``sqs://QUEUE`` with ``--drain``) or ``python -m blogflow.pipelines.feed --help``.
 Without ``--drain`` a stream or queue makes a streaming job (on Prism): it writes the
-feeds once its source's watermark has passed the as-of window's close and the time it
-started, and keeps running until it is stopped (see :class:`ComputeFeeds`).
+feeds once its source's watermark has passed the as-of window's close, the time it
+started and a few seconds after the last event that counts arrived, and keeps running
+until it is stopped (see :class:`ComputeFeeds`).
 
 Defined outcomes of odd input:
 
@@ -42,13 +43,19 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.coders.coders import IntervalWindowCoder
+from apache_beam.coders.coders import BooleanCoder, FloatCoder, IntervalWindowCoder
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import TimerSpec, on_timer
-from apache_beam.transforms.window import IntervalWindow, NonMergingWindowFn, TimestampedValue
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.window import (
+    GlobalWindow,
+    IntervalWindow,
+    NonMergingWindowFn,
+    TimestampedValue,
+)
 from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from blogflow.events import reject_event
 from blogflow.io.deadletter import WriteDeadLetters
@@ -234,37 +241,64 @@ class _AsOfWindows(NonMergingWindowFn):
 
 #: Processing time a hold's timer is set ahead: it never fires, its release clears it.
 _HOLD_FOR = Duration(seconds=100 * 365 * 86400)
+#: Seconds of source time the release waits after the last event of the run arrived.
+#: Longer than a source's reader keeps a bundle (5 s): Prism (2.77) takes a splittable
+#: read's watermark from its latest bundle's residuals alone, so a shard whose read it
+#: split off and runs later does not hold it, and that shard's events come after the
+#: watermark has passed the release (engine/elementmanager.go, ``estimatedOutput``).
+ARRIVAL_GRACE = 10.0
 
 
 class _HoldWatermarkFn(beam.DoFn):
-    """Holds its output watermark at its one input element's timestamp until its input
-    watermark passes ``release``; it outputs nothing.
+    """Holds its output watermark at the start marker's timestamp until its input
+    watermark passes ``release`` and ``grace`` seconds after the last arrival; it
+    outputs nothing.
 
-    Beam's Python SDK holds the output watermark of a processing-time timer at the
-    timestamp of the element that set it (an event-time timer holds at its firing
-    time): the hold is such a timer, set never to fire, cleared by an event-time timer
-    at ``release``.
+    Input: ``("", 0)``, the start marker, and ``("", n)`` for every bundle of ``n``
+    events that arrived. Beam's Python SDK holds the output watermark of a
+    processing-time timer at the timestamp of the element that set it (an event-time
+    timer holds at its firing time): the hold is such a timer, set by the marker never to
+    fire, and cleared by an event-time timer at the release, which each arrival pushes to
+    ``grace`` seconds after it (its wall-clock time: a polling source's watermark
+    follows the wall clock).
     """
 
     HOLD = TimerSpec("hold", TimeDomain.REAL_TIME)
     RELEASE = TimerSpec("release", TimeDomain.WATERMARK)
+    RELEASE_AT = ReadModifyWriteStateSpec("release_at", FloatCoder())
+    RELEASED = ReadModifyWriteStateSpec("released", BooleanCoder())
 
-    def __init__(self, release: float) -> None:
-        self._release = Timestamp.of(release)
+    def __init__(self, release: float, grace: float) -> None:
+        self._release = release
+        self._grace = grace
 
     def process(
         self,
-        marker: tuple[str, int],
+        element: tuple[str, int],
         hold=beam.DoFn.TimerParam(HOLD),
         release=beam.DoFn.TimerParam(RELEASE),
+        release_at=beam.DoFn.StateParam(RELEASE_AT),
+        released=beam.DoFn.StateParam(RELEASED),
     ) -> Iterator[Any]:
-        hold.set(Timestamp.now() + _HOLD_FOR)
-        release.set(self._release)
+        if released.read():
+            return iter(())
+        at = self._release
+        if element[1]:  # events of the run still arrive
+            at = max(at, time.time() + self._grace)
+        else:  # the start marker
+            hold.set(Timestamp.now() + _HOLD_FOR)
+        planned = release_at.read()
+        if planned is None or at > planned:
+            release.set(Timestamp.of(at))
+            release_at.write(at)
         return iter(())
 
     @on_timer(RELEASE)
-    def _released(self, hold=beam.DoFn.TimerParam(HOLD)) -> Iterator[Any]:
+    def _released(
+        self, hold=beam.DoFn.TimerParam(HOLD), released=beam.DoFn.StateParam(RELEASED)
+    ) -> Iterator[Any]:
         hold.clear()
+        released.write(True)
         return iter(())
 
     @on_timer(HOLD)
@@ -273,33 +307,48 @@ class _HoldWatermarkFn(beam.DoFn):
 
 
 def _marker(at: int) -> TimestampedValue:
-    return TimestampedValue(("", at), at)
+    return TimestampedValue(("", 0), at)
 
 
-def _nothing(_: Any) -> Iterator[tuple[str, int]]:
-    return iter(())
+class _ArrivalsFn(beam.DoFn):
+    """``("", n)`` for each bundle of ``n > 0`` elements, nothing else."""
+
+    def start_bundle(self) -> None:
+        self._count = 0
+        self._last: Timestamp | None = None
+
+    def process(self, _: Any, at=beam.DoFn.TimestampParam) -> Iterator[Any]:
+        self._count += 1
+        self._last = at
+        return iter(())
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        if self._count and self._last is not None:
+            yield WindowedValue(("", self._count), self._last, (GlobalWindow(),))
 
 
 class _HoldEventTime(beam.PTransform):
     """Events restamped behind their source's watermark in, the same events out, their
-    watermark held at ``at`` until the watermark of the input passes ``release``.
+    watermark held at ``at`` until the input's watermark passes ``release`` and
+    ``grace`` seconds after the last of them arrived.
 
     A source stamps deliveries with its own time (Kinesis arrival, SQS sent time) and its
     watermark follows that time; :class:`DropRedeliveries` restamps them with their event
     time, which for a replay of old events lies far behind that watermark (and in a
     batch run behind the end of the global window its GroupByKey emits at): a runner
     that drops late data (Prism, in streaming and in batch) would drop every event in the
-    event-time windows after it. The hold keeps their
-    watermark at ``at`` (no earlier than anything they must count) until the input's
-    watermark, still in source time, passes ``release``: by then every delivery the
-    source stamped before ``release`` has been restamped and is on its way (it holds the
-    watermark of the steps it is in), then the held watermark jumps to the input's.
+    event-time windows after it. The hold keeps their watermark at ``at`` (no earlier
+    than anything they must count) until the input's watermark, still in source time,
+    passes the release: by then every delivery the source stamped before it has been
+    restamped and is on its way (it holds the watermark of the steps it is in); then the
+    held watermark jumps to the input's.
     """
 
-    def __init__(self, at: int, release: float) -> None:
+    def __init__(self, at: int, release: float, grace: float) -> None:
         super().__init__()
         self._at = at
         self._release = release
+        self._grace = grace
 
     def expand(self, events: beam.PCollection) -> beam.PCollection:
         marker = (
@@ -307,12 +356,14 @@ class _HoldEventTime(beam.PTransform):
             | "Start" >> beam.Create([self._at])
             | "StampStart" >> beam.Map(_marker).with_output_types(tuple[str, int])
         )
-        # Empty, with the watermark of the events' own step: the clock of the release.
-        clock = events | "SourceClock" >> beam.FlatMap(_nothing).with_output_types(tuple[str, int])
+        # With the watermark of the events' own step: the clock of the release.
+        arrivals = events | "Arrivals" >> beam.ParDo(_ArrivalsFn()).with_output_types(
+            tuple[str, int]
+        )
         held = (
-            (marker, clock)
+            (marker, arrivals)
             | "HoldInputs" >> beam.Flatten()
-            | "Hold" >> beam.ParDo(_HoldWatermarkFn(self._release))
+            | "Hold" >> beam.ParDo(_HoldWatermarkFn(self._release, self._grace))
         )
         return (events, held) | "HeldEvents" >> beam.Flatten()
 
@@ -349,12 +400,13 @@ class ComputeFeeds(beam.PTransform):
     when the engagement window holding ``as_of`` can get no more late data (its end +
     the allowed lateness + one period). A streaming run holds its event time at the start
     of that engagement window until its source's watermark, in source time (Kinesis
-    arrival, SQS sent time, Pub/Sub ``occurredAt``), passes both that close and the time
-    the run started; then the windows fire and the feeds are written once, while the job
-    keeps running, from every delivery stamped before then: a live stream's up to the
-    close, a stream's whole backlog for a run started after it (an as-of time in the
-    past). A batch run over the same events sees the same data: the two give the same
-    feeds. Deliveries after that are left to a later run.
+    arrival, SQS sent time, Pub/Sub ``occurredAt``), passes that close, the time the run
+    started and ``grace`` seconds after the last event that counts arrived; then the
+    windows fire and the feeds are written once, while the job keeps running, from every
+    delivery stamped before then: a live stream's up to the close, a stream's whole
+    backlog for a run started after it (an as-of time in the past). A batch run over the
+    same events sees the same data: the two give the same feeds. Deliveries after that
+    are left to a later run.
 
     Args:
         config: windows, weights and limits.
@@ -365,6 +417,8 @@ class ComputeFeeds(beam.PTransform):
             (default: the window size plus the allowed lateness).
         started: when the run started, epoch seconds (default: when this transform is
             made).
+        grace: seconds of source time the feeds wait after the last event that counts
+            arrived (see :data:`ARRIVAL_GRACE`).
     """
 
     def __init__(
@@ -376,6 +430,7 @@ class ComputeFeeds(beam.PTransform):
         max_skew: float = 300.0,
         dedupe_horizon: float | None = None,
         started: float | None = None,
+        grace: float = ARRIVAL_GRACE,
     ) -> None:
         super().__init__()
         self._config = config
@@ -388,6 +443,7 @@ class ComputeFeeds(beam.PTransform):
         self._dedupe_horizon = dedupe_horizon
         self._streaming = streaming
         self._started = time.time() if started is None else started
+        self._grace = grace
 
     def expand(self, events: beam.PCollection) -> dict[str, beam.PCollection]:
         config, as_of = self._config, self._as_of
@@ -405,7 +461,7 @@ class ComputeFeeds(beam.PTransform):
         # Restamped with event time, behind the source's watermark (a batch run's too,
         # after its GroupByKey): see _HoldEventTime.
         current = current | "HoldEventTime" >> _HoldEventTime(
-            window_start, release=max(close, self._started)
+            window_start, release=max(close, self._started), grace=self._grace
         )
 
         scored = (
