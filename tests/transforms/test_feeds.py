@@ -1,13 +1,12 @@
 """Feed building: build_feed equals ranking every candidate, on a real runner too; and
-DropRedeliveries, in batch and in streaming."""
+DropRedeliveries, in batch and in streaming (TestStream on BundleBasedDirectRunner and on
+Prism)."""
 
 import datetime as dt
 
 import apache_beam as beam
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.test_stream import TestStream
@@ -28,6 +27,7 @@ from blogflow.transforms.feeds import (
     rank_every_candidate,
 )
 from blogflow.transforms.scoring import ScoringConfig
+from tests.transforms.test_scoring import RUNNERS, streaming_pipeline
 
 CONFIG = ScoringConfig(feed_size=3, author_boost=1.0, tag_boost=0.5)
 CANDIDATES = [
@@ -163,13 +163,8 @@ def test_the_first_delivery_is_kept_without_its_raw_record():
         assert_that(firsts | beam.Map(lambda e: (e, e._source)), equal_to([(view("e1"), None)]))
 
 
-def streaming_pipeline():
-    options = PipelineOptions()
-    options.view_as(StandardOptions).streaming = True
-    return BeamTestPipeline(runner=BundleBasedDirectRunner(), options=options)
-
-
-def test_streaming_remembers_an_id_for_the_horizon_in_arrival_time_not_event_time():
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_streaming_remembers_an_id_for_the_horizon_in_arrival_time_not_event_time(runner):
     horizon = 3600
     stream = (
         TestStream()
@@ -183,7 +178,7 @@ def test_streaming_remembers_an_id_for_the_horizon_in_arrival_time_not_event_tim
         .add_elements([arrived(view("e2"), 2 * horizon)])  # after the horizon: a new one
         .advance_watermark_to_infinity()
     )
-    with streaming_pipeline() as p:
+    with streaming_pipeline(runner) as p:
         firsts = p | stream | DropRedeliveries(horizon, streaming=True)
         at = OCCURRED.timestamp()
         assert_that(firsts | beam.Map(id_and_time), equal_to([("e1", at), ("e2", at), ("e2", at)]))
