@@ -158,6 +158,26 @@ def test_bad_options_are_refused_clearly():
         feed.run(["--source", "file:///nowhere", "--as-of", "2026-11-21T12:00:00"])
 
 
+def test_every_feed_flag_takes_both_spellings():
+    import argparse
+
+    from blogflow.pipelines.feed import FeedOptions
+
+    parser = argparse.ArgumentParser()
+    FeedOptions._add_argparse_args(parser)
+    actions = [a for a in parser._actions if a.dest != "help"]
+    assert len(actions) == 17
+    for action in actions:
+        value = {int: "7", float: "0.5"}.get(action.type, "2026-11-21T12:00:00Z")
+        expected = action.type(value) if action.type else value
+        for flag in (f"--{action.dest}", f"--{action.dest.replace('_', '-')}"):
+            for argv in ([flag, value], [f"{flag}={value}"]):
+                options = feed.JOB.parse(["--source", "file:///x", *argv])
+                assert getattr(options.view_as(FeedOptions), action.dest) == expected, argv
+    options = feed.JOB.parse(["--source=file:///x", "--as_of=2026-11-21T12:00:00Z"])
+    assert options.view_as(FeedOptions).config() == ScoringConfig()
+
+
 def test_feed_show_and_purge_commands(archive, mongo_db, redis_prefix):
     from click.testing import CliRunner
 
