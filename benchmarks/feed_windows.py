@@ -1,4 +1,4 @@
-"""Benchmark: windowed engagement scoring vs a plain-Python loop over the same events.
+"""Benchmark: windowed engagement scoring vs a plain loop, and on FnApiRunner vs Prism.
 
 1,000,000 engagement events (``post_viewed`` 80 %, ``post_liked`` 15 %, ``comment_added``
 5 %) on 1,000 posts of skewed popularity, spread over 24 hours, in one JSON-lines file.
@@ -8,13 +8,16 @@ in, then score each (post, window) with ``engagement_score``:
 
 (a) a plain loop in this process that assigns each event to its 24 windows;
 (b) ``ReadFromJSONL | ParseEvents | ScorePosts`` on FnApiRunner, the scores written to a
-    JSON-lines file.
+    JSON-lines file;
+(c) the same pipeline on Prism (``--runner prism``: the Go job server of
+    ``blogflow.runners.prism``, the SDK harness in this process, ``LOOPBACK``).
 
-The two sides alternate for ``--rounds`` rounds and each keeps its best time. Both
-results are checked equal. The last line is one JSON object: ``{"name": "feed_windows",
-"ratio": b/a, ...}``. Goal: ratio >= 0.4.
+The sides alternate for ``--rounds`` rounds and each keeps its best time. Every result
+is checked equal to (a)'s. The last line is one JSON object: ``{"name": "feed_windows",
+"ratio": b/a, "prism_vs_fnapi": c/b, ...}``. Goal: ratio >= 0.4.
 
     python benchmarks/feed_windows.py [--events 1000000] [--posts 1000] [--rounds 3]
+        [--runners fnapi,prism]
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pathlib import Path
 
 import apache_beam as beam
 from _rounds import best_of_rounds, timing_arguments
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from _runners import run_pipeline, runner_arguments, start_prism
 
 from blogflow.events import parse_event
 from blogflow.io.files import ReadFromJSONL
@@ -45,6 +48,7 @@ from blogflow.transforms.scoring import (
     sliding_windows,
 )
 
+_LABELS = {"fnapi": "(b) ScorePosts on FnApiRunner", "prism": "(c) ScorePosts on Prism"}
 START = 1_795_219_200  # 2026-11-21T00:00:00Z
 _TEMPLATE = (
     '{{"id":"e{n}","type":"{t}","v":1,"occurredAt":"{at}","userId":"u{u}",'
@@ -84,9 +88,9 @@ def plain_loop(path: Path, config: ScoringConfig) -> dict[tuple[str, int], float
     return {key: engagement_score((v, lk, c), config) for key, (v, lk, c) in counts.items()}
 
 
-def pipeline(path: Path, out: Path, config: ScoringConfig) -> None:
-    """(b): the windowed scoring, every (post, window) score written to ``out``."""
-    with beam.Pipeline(runner=FnApiRunner()) as p:
+def pipeline(path: Path, out: Path, config: ScoringConfig, runner: str = "fnapi") -> None:
+    """(b), (c): the windowed scoring, every (post, window) score written to ``out``."""
+    with run_pipeline(runner) as p:
         events = p | "ReadFromJSONL" >> ReadFromJSONL(str(path))
         scored = events | "ParseEvents" >> ParseEvents(accept=ENGAGEMENT_TYPES)
         _ = (
@@ -110,8 +114,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     timing_arguments(parser, events=1_000_000)
     parser.add_argument("--posts", type=int, default=1_000)
+    runner_arguments(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    unknown = set(args.runners) - set(_LABELS)
+    if unknown or "fnapi" not in args.runners:
+        parser.error(f"--runners must include fnapi and name only {', '.join(_LABELS)}")
     config = ScoringConfig()
 
     args.data_dir.mkdir(parents=True, exist_ok=True)
@@ -120,36 +128,41 @@ def main() -> None:
         print(f"writing {args.events:,} events to {path} ...", flush=True)
         make_events(path, args.events, args.posts)
 
+    if "prism" in args.runners:
+        start_prism()  # once, before the clock runs, as a job's first run starts it
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "scores.jsonl"
-        (plain_s, beam_s), (expected, _) = best_of_rounds(
-            args.rounds,
-            args.events,
-            [
-                ("(a) plain loop", lambda: plain_loop(path, config)),
-                ("(b) ScorePosts", lambda: pipeline(path, out, config)),
-            ],
-        )
-        got = read_scores(out)
-    wrong = [k for k, v in expected.items() if abs(got.get(k, -1.0) - v) > 1e-9]
-    if wrong or len(got) != len(expected):
-        print(f"RESULTS DIFFER: {len(wrong)} of {len(expected)} scores, e.g. {wrong[:3]}")
-        sys.exit(1)
-    print(f"results equal: {len(got):,} (post, window) scores")
-    print(
-        json.dumps(
-            {
-                "name": "feed_windows",
-                "ratio": round(plain_s / beam_s, 3),
-                "plain_events_per_s": round(args.events / plain_s),
-                "beam_events_per_s": round(args.events / beam_s),
-                "windows_scored": len(got),
-                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-                "events": args.events,
-                "rounds": args.rounds,
-            }
-        )
-    )
+        outs = {runner: Path(tmp) / f"scores_{runner}.jsonl" for runner in args.runners}
+        sides = [("(a) plain loop", lambda: plain_loop(path, config))]
+        sides += [
+            (_LABELS[runner], lambda runner=runner: pipeline(path, outs[runner], config, runner))
+            for runner in args.runners
+        ]
+        best, (expected, *_) = best_of_rounds(args.rounds, args.events, sides)
+        seconds = dict(zip(["plain", *args.runners], best, strict=True))
+        got = {runner: read_scores(out) for runner, out in outs.items()}
+    for runner, scores in got.items():
+        wrong = [k for k, v in expected.items() if abs(scores.get(k, -1.0) - v) > 1e-9]
+        if wrong or len(scores) != len(expected):
+            print(
+                f"RESULTS DIFFER on {runner}: {len(wrong)} of {len(expected)} scores, "
+                f"e.g. {wrong[:3]}"
+            )
+            sys.exit(1)
+    print(f"results equal: {len(expected):,} (post, window) scores on each runner")
+    report = {
+        "name": "feed_windows",
+        "ratio": round(seconds["plain"] / seconds["fnapi"], 3),
+        "plain_events_per_s": round(args.events / seconds["plain"]),
+        "beam_events_per_s": round(args.events / seconds["fnapi"]),
+        "windows_scored": len(expected),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "events": args.events,
+        "rounds": args.rounds,
+    }
+    if "prism" in seconds:
+        report["prism_events_per_s"] = round(args.events / seconds["prism"])
+        report["prism_vs_fnapi"] = round(seconds["fnapi"] / seconds["prism"], 3)
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":
