@@ -58,7 +58,7 @@ unit: $(STAMP)
 test: system-deps runners lint
 	$(BIN)/python -m pytest
 
-bench: system-deps
+bench: system-deps runners
 	$(BIN)/python benchmarks/summing.py
 	$(BIN)/python benchmarks/feed_windows.py
 	$(BIN)/python benchmarks/feed_materialize.py

@@ -16,6 +16,7 @@ import importlib.util
 import re
 
 from apache_beam.options.pipeline_options import (
+    DebugOptions,
     PipelineOptions,
     PortableOptions,
     PrismRunnerOptions,
@@ -59,6 +60,9 @@ _BEAM_RUNNERS = {
 }
 
 _PRISM_RUNNER = "apache_beam.runners.portability.prism_runner.PrismRunner"
+#: Prism's experiment that stops it splitting a running splittable read (see
+#: :func:`configure_runner`).
+_NO_SDF_SPLIT = "prism_disable_sdf_split"
 #: Runners that cannot run Splittable DoFns (blogflow's SQS, Kinesis and file sources).
 _NO_SPLITTABLE_DOFNS = frozenset(
     {
@@ -132,7 +136,12 @@ def configure_runner(options: PipelineOptions) -> None:
     For Prism: ``--prism_location`` is the binary of :func:`~blogflow.runners.prism.
     prism_binary` (a ``--prism_location`` given wins) and the SDK harness runs in this
     process (``--environment_type=LOOPBACK``, unless one is given), so Beam never tries
-    to download Prism or pull a container.
+    to download Prism or pull a container. Prism's dynamic splitting of a running
+    splittable read is turned off (``--experiments=prism_disable_sdf_split``): blogflow's
+    readers cut themselves into bundles (they checkpoint) and refuse other splits, and
+    Beam's Python harness can fail a split request Prism sends to a read that waits on
+    a long poll (``ValueError: cannot convert float NaN to integer`` in
+    ``bundle_processor._compute_split``), which fails the whole job.
 
     Raises:
         UnknownRunner: The runner is not one Beam knows (see :func:`runner_class_path`).
@@ -149,6 +158,9 @@ def configure_runner(options: PipelineOptions) -> None:
     portable = options.view_as(PortableOptions)
     if not portable.environment_type and not portable.output_executable_path:
         portable.environment_type = "LOOPBACK"
+    debug = options.view_as(DebugOptions)
+    if not debug.lookup_experiment(_NO_SDF_SPLIT):
+        debug.add_experiment(_NO_SDF_SPLIT)
 
 
 def start_runner_services(options: PipelineOptions) -> None:

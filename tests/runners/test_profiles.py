@@ -7,6 +7,7 @@ import sys
 
 import pytest
 from apache_beam.options.pipeline_options import (
+    DebugOptions,
     PipelineOptions,
     PortableOptions,
     PrismRunnerOptions,
@@ -87,6 +88,10 @@ def test_prism_gets_the_projects_binary_and_loopback(prism_here):
     assert options.view_as(StandardOptions).runner == "PrismRunner"
     assert options.view_as(PrismRunnerOptions).prism_location == FAKE_PRISM
     assert options.view_as(PortableOptions).environment_type == "LOOPBACK"
+    # blogflow's readers checkpoint themselves: Prism never splits a running read
+    assert options.view_as(DebugOptions).experiments == ["prism_disable_sdf_split"]
+    kept = parse("--runner=prism", "--experiments=mine").view_as(DebugOptions).experiments
+    assert sorted(kept) == ["mine", "prism_disable_sdf_split"]
     # also when named as Beam names it
     full = "apache_beam.runners.portability.prism_runner.PrismRunner"
     assert parse(f"--runner={full}").view_as(PrismRunnerOptions).prism_location == FAKE_PRISM
