@@ -50,11 +50,12 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import (
     GlobalWindow,
+    GlobalWindows,
     IntervalWindow,
     NonMergingWindowFn,
     TimestampedValue,
 )
-from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.timestamp import MAX_TIMESTAMP, MIN_TIMESTAMP, Duration, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from blogflow.events import reject_event
@@ -268,7 +269,7 @@ class _HoldWatermarkFn(beam.DoFn):
     RELEASE_AT = ReadModifyWriteStateSpec("release_at", FloatCoder())
     RELEASED = ReadModifyWriteStateSpec("released", BooleanCoder())
 
-    def __init__(self, release: float, grace: float) -> None:
+    def __init__(self, release: float | None, grace: float) -> None:
         self._release = release
         self._grace = grace
 
@@ -282,11 +283,15 @@ class _HoldWatermarkFn(beam.DoFn):
     ) -> Iterator[Any]:
         if released.read():
             return iter(())
+        if not element[1]:  # the start marker
+            hold.set(Timestamp.now() + _HOLD_FOR)
+        if self._release is None:  # at the end of the input
+            if not element[1]:
+                release.set(_END_OF_INPUT)
+            return iter(())
         at = self._release
         if element[1]:  # events of the run still arrive
             at = max(at, time.time() + self._grace)
-        else:  # the start marker
-            hold.set(Timestamp.now() + _HOLD_FOR)
         planned = release_at.read()
         if planned is None or at > planned:
             release.set(Timestamp.of(at))
@@ -304,6 +309,30 @@ class _HoldWatermarkFn(beam.DoFn):
     @on_timer(HOLD)
     def _never(self) -> Iterator[Any]:
         return iter(())
+
+
+#: The end of :class:`_WholeTimeWindows`' window: the watermark passes it only at the end
+#: of the input (the end of the global window comes before, while a GroupByKey of it emits).
+_END_OF_INPUT = MAX_TIMESTAMP - Duration(micros=1)
+
+
+class _WholeTimeWindows(NonMergingWindowFn):
+    """Puts every element in one window that ends at the end of time, after the global
+    window: its timers fire only once the input has ended."""
+
+    _WINDOW = IntervalWindow(MIN_TIMESTAMP, MAX_TIMESTAMP)
+
+    def assign(self, context: Any) -> list[IntervalWindow]:
+        return [self._WINDOW]
+
+    def get_window_coder(self) -> IntervalWindowCoder:
+        return IntervalWindowCoder()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _WholeTimeWindows)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
 
 
 def _marker(at: int) -> TimestampedValue:
@@ -341,10 +370,12 @@ class _HoldEventTime(beam.PTransform):
     than anything they must count) until the input's watermark, still in source time,
     passes the release: by then every delivery the source stamped before it has been
     restamped and is on its way (it holds the watermark of the steps it is in); then the
-    held watermark jumps to the input's.
+    held watermark jumps to the input's. ``release=None`` holds it until the input ends
+    (a batch run: the watermark after its GroupByKey passes the source's while the
+    events wait in it).
     """
 
-    def __init__(self, at: int, release: float, grace: float) -> None:
+    def __init__(self, at: int, release: float | None, grace: float) -> None:
         super().__init__()
         self._at = at
         self._release = release
@@ -360,11 +391,12 @@ class _HoldEventTime(beam.PTransform):
         arrivals = events | "Arrivals" >> beam.ParDo(_ArrivalsFn()).with_output_types(
             tuple[str, int]
         )
-        held = (
-            (marker, arrivals)
-            | "HoldInputs" >> beam.Flatten()
-            | "Hold" >> beam.ParDo(_HoldWatermarkFn(self._release, self._grace))
-        )
+        inputs = (marker, arrivals) | "HoldInputs" >> beam.Flatten()
+        if self._release is None:
+            inputs = inputs | "UntilTheEnd" >> beam.WindowInto(_WholeTimeWindows())
+        held = inputs | "Hold" >> beam.ParDo(_HoldWatermarkFn(self._release, self._grace))
+        if self._release is None:
+            held = held | "Global" >> beam.WindowInto(GlobalWindows())
         return (events, held) | "HeldEvents" >> beam.Flatten()
 
 
@@ -404,9 +436,9 @@ class ComputeFeeds(beam.PTransform):
     started and ``grace`` seconds after the last event that counts arrived; then the
     windows fire and the feeds are written once, while the job keeps running, from every
     delivery stamped before then: a live stream's up to the close, a stream's whole
-    backlog for a run started after it (an as-of time in the past). A batch run over the
-    same events sees the same data: the two give the same feeds. Deliveries after that
-    are left to a later run.
+    backlog for a run started after it (an as-of time in the past). A batch run holds it
+    until its input ends and sees the same data: the two give the same feeds.
+    Deliveries after that are left to a later run.
 
     Args:
         config: windows, weights and limits.
@@ -459,9 +491,10 @@ class ComputeFeeds(beam.PTransform):
             self._dedupe_horizon, streaming=self._streaming
         )
         # Restamped with event time, behind the source's watermark (a batch run's too,
-        # after its GroupByKey): see _HoldEventTime.
+        # after its GroupByKey): see _HoldEventTime. A batch run counts all its input.
+        release = max(close, self._started) if self._streaming else None
         current = current | "HoldEventTime" >> _HoldEventTime(
-            window_start, release=max(close, self._started), grace=self._grace
+            window_start, release=release, grace=self._grace
         )
 
         scored = (

@@ -42,7 +42,7 @@ pytestmark = pytest.mark.integration
 AS_OF = DEMO_AS_OF.timestamp()
 WINDOW_END = AS_OF - AS_OF % HOUR + HOUR  # end of the engagement window holding AS_OF
 #: Longest a test waits for a running job's feeds, or for a cancelled job to stop.
-DEADLINE = 60.0
+DEADLINE = 75.0
 
 
 def streaming_options(runner: str) -> PipelineOptions:
