@@ -40,6 +40,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 from blogflow.io import aws
 
 __all__ = [
+    "IDLE_BUNDLE_SECONDS",
     "IDLE_WATERMARK_LAG",
     "AWSClientFn",
     "Bounds",
@@ -63,6 +64,13 @@ __all__ = [
 #: How far behind the wall clock the watermark stays while a reader is idle: the service
 #: stamps its timestamps on its own clock, which may differ a little from this worker's.
 IDLE_WATERMARK_LAG = Duration(seconds=5)
+
+#: A bundle that has read nothing for this long checkpoints, whatever ``max_bundle_seconds``
+#: allows: a runner that gives one bundle several reads gets on to the next one soon.
+#: Prism does (its dynamic splits are turned off, see blogflow.runners.profiles): the
+#: shards of a Kinesis stream are read one after another in a bundle, and an idle shard
+#: would otherwise hold the others back for ``max_bundle_seconds`` per bundle.
+IDLE_BUNDLE_SECONDS = 1.0
 
 _T = TypeVar("_T")
 
@@ -209,7 +217,9 @@ def next_step(
     """Decide whether a reader stops, checkpoints or polls, and for how many items.
 
     The reader's bounds come first (``max_records``, then the deadline, then
-    ``idle_timeout``), then the bundle's; a poll gets the time left before the nearest.
+    ``idle_timeout``), then the bundle's (``max_bundle_records``, ``max_bundle_seconds``,
+    and :data:`IDLE_BUNDLE_SECONDS` for a bundle that read nothing yet); a poll gets the
+    time left before the nearest.
 
     Args:
         settings: the read's settings.
@@ -235,10 +245,14 @@ def next_step(
         return Step("checkpoint", f"max_bundle_records={settings.max_bundle_records} reached")
     if bundle_seconds >= settings.max_bundle_seconds:
         return Step("checkpoint", f"max_bundle_seconds={settings.max_bundle_seconds} reached")
+    if bundle_records == 0 and bundle_seconds >= IDLE_BUNDLE_SECONDS:
+        return Step("checkpoint", f"nothing read for {bundle_seconds:.1f}s")
     limit = min(max_batch, settings.max_bundle_records - bundle_records)
     if max_records is not None:
         limit = min(limit, max_records - emitted)
     budgets = [settings.max_bundle_seconds - bundle_seconds]
+    if bundle_records == 0:
+        budgets.append(IDLE_BUNDLE_SECONDS - bundle_seconds)
     if deadline is not None:
         budgets.append(deadline - now)
     if idle_timeout is not None:

@@ -26,7 +26,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 from botocore.exceptions import ClientError
 
 from blogflow.io import aws, kinesis
-from blogflow.io._polling import MonotonicWatermarkEstimator, next_step
+from blogflow.io._polling import IDLE_BUNDLE_SECONDS, MonotonicWatermarkEstimator, next_step
 from blogflow.io.kinesis import (
     PutRecordsError,
     ReadFromKinesis,
@@ -715,7 +715,10 @@ def test_next_step_stops_at_each_bound_first():
     assert action(_ShardRestriction(deadline=now)) == "stop"
     assert action(_ShardRestriction(idle_timeout=2), idle_seconds=2.0) == "stop"
     assert action(_ShardRestriction(), bundle_records=100) == "checkpoint"
-    assert action(_ShardRestriction(), bundle_seconds=5.0) == "checkpoint"
+    assert action(_ShardRestriction(), bundle_records=1, bundle_seconds=5.0) == "checkpoint"
+    # a bundle that read nothing yet hands over after IDLE_BUNDLE_SECONDS, not 5 s
+    assert action(_ShardRestriction(), bundle_seconds=IDLE_BUNDLE_SECONDS) == "checkpoint"
+    assert action(_ShardRestriction(), bundle_records=1, bundle_seconds=1.5) == "poll"
 
 
 def test_next_step_asks_for_no_more_than_allowed():
@@ -724,11 +727,21 @@ def test_next_step_asks_for_no_more_than_allowed():
         _bounds(_ShardRestriction(max_records=13, idle_timeout=10)),
         emitted=10,
         idle_seconds=8.5,
-        bundle_records=0,
+        bundle_records=1,
         bundle_seconds=1.0,
         now=0.0,
     )
     assert step == ("poll", "", 3, 1.5)  # 3 records left; 1.5 s of idle budget left
+    idle = next_step(
+        SPEC,
+        _bounds(_ShardRestriction()),
+        emitted=0,
+        idle_seconds=0.25,
+        bundle_records=0,
+        bundle_seconds=0.25,
+        now=0.0,
+    )
+    assert idle == ("poll", "", SPEC.max_bundle_records, IDLE_BUNDLE_SECONDS - 0.25)
 
 
 def test_watermark_never_moves_backwards():
