@@ -4,8 +4,9 @@
   their ``REDIS_URL``, ``MONGODB_URI``, ``AWS_*`` variables set in ``os.environ``.
 * ``pubsub_stack`` (session): the Pub/Sub emulator and ``PUBSUB_EMULATOR_HOST``; skips
   the test where the emulator is not installed.
-* Per test: ``unique_name``, ``mongo_db``, ``redis_prefix`` / ``redis_client`` and
-  ``sqs_queue`` -- each test gets its own database, key prefix and queue, removed after.
+* Per test: ``unique_name``, ``mongo_db``, ``redis_prefix`` / ``redis_client``,
+  ``sqs_queue`` and ``topic`` / ``subscription`` (Pub/Sub) -- each test gets its own
+  database, key prefix, queue and topic, removed after.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ import boto3
 import pymongo
 import pytest
 import redis
+from google.api_core import exceptions as google_exceptions
+from google.cloud import pubsub_v1
 from pymongo.database import Database
 
+from blogflow.io.pubsub import create_subscription, create_topic
 from blogflow.local.stack import PUBSUB_EMULATOR_PATH, LocalStack, find_pubsub_emulator
 
 __all__ = [
@@ -34,6 +38,8 @@ __all__ = [
     "redis_prefix",
     "sqs_client",
     "sqs_queue",
+    "subscription",
+    "topic",
     "unique_name",
 ]
 
@@ -153,3 +159,26 @@ def sqs_queue(sqs_client: Any, unique_name: str) -> Iterator[str]:
     ]
     yield url
     sqs_client.delete_queue(QueueUrl=url)
+
+
+@pytest.fixture
+def topic(pubsub_stack: LocalStack, unique_name: str) -> Iterator[str]:
+    """A Pub/Sub topic of this test's own, deleted after it."""
+    path = create_topic(unique_name)
+    yield path
+    publisher = pubsub_v1.PublisherClient()
+    try:
+        with contextlib.suppress(google_exceptions.NotFound):
+            publisher.delete_topic(topic=path)
+    finally:
+        publisher.transport.close()
+
+
+@pytest.fixture
+def subscription(topic: str, unique_name: str) -> Iterator[str]:
+    """A subscription of this test's own on ``topic`` (ack deadline 10 s), deleted after."""
+    path = create_subscription(topic, f"{unique_name}-sub", ack_deadline=10)
+    yield path
+    with pubsub_v1.SubscriberClient() as subscriber:
+        with contextlib.suppress(google_exceptions.NotFound):
+            subscriber.delete_subscription(subscription=path)

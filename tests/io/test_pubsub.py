@@ -213,29 +213,6 @@ def _events(count: int) -> list[Event]:
 # ----------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture
-def topic(pubsub_stack, unique_name: str) -> Iterator[str]:
-    """A topic of this test's own, deleted after it."""
-    path = create_topic(unique_name)
-    yield path
-    publisher = pubsub_v1.PublisherClient()
-    try:
-        with contextlib.suppress(google_exceptions.NotFound):
-            publisher.delete_topic(topic=path)
-    finally:
-        publisher.transport.close()
-
-
-@pytest.fixture
-def subscription(topic: str, unique_name: str) -> Iterator[str]:
-    """A subscription of this test's own on ``topic``, deleted after it."""
-    path = create_subscription(topic, f"{unique_name}-sub", ack_deadline=10)
-    yield path
-    with pubsub_v1.SubscriberClient() as subscriber:
-        with contextlib.suppress(google_exceptions.NotFound):
-            subscriber.delete_subscription(subscription=path)
-
-
 # ------------------------------------------------------------- reading from the emulator
 
 

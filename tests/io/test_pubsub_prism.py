@@ -33,7 +33,7 @@ from google.cloud import pubsub_v1
 
 from blogflow.events import Event, SourceRecord, make_event
 from blogflow.io import pubsub
-from blogflow.io.pubsub import ReadPubSubEvents, create_subscription, create_topic, publish_events
+from blogflow.io.pubsub import ReadPubSubEvents, publish_events
 from blogflow.runners.prism import PrismNotFound, prism_binary
 from tests.waiting import wait_for
 
@@ -115,27 +115,6 @@ def finalized(monkeypatch: pytest.MonkeyPatch) -> list[Finalized]:
 
     monkeypatch.setattr(pubsub._PullSubscriptionFn, "_acknowledge", spy)
     return runs
-
-
-@pytest.fixture
-def topic(pubsub_stack, unique_name: str) -> Iterator[str]:
-    path = create_topic(unique_name)
-    yield path
-    publisher = pubsub_v1.PublisherClient()
-    try:
-        with contextlib.suppress(google_exceptions.NotFound):
-            publisher.delete_topic(topic=path)
-    finally:
-        publisher.transport.close()
-
-
-@pytest.fixture
-def subscription(topic: str, unique_name: str) -> Iterator[str]:
-    path = create_subscription(topic, f"{unique_name}-sub", ack_deadline=ACK_DEADLINE)
-    yield path
-    with pubsub_v1.SubscriberClient() as subscriber:
-        with contextlib.suppress(google_exceptions.NotFound):
-            subscriber.delete_subscription(subscription=path)
 
 
 def _events(count: int, first: int = 0) -> list[Event]:

@@ -18,23 +18,21 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.direct.direct_runner import BundleBasedDirectRunner
 from apache_beam.testing.test_stream import TestStream
 from click.testing import CliRunner
-from github import Auth, Github
 
 from blogflow.cli import cli
 from blogflow.events import SourceRecord, make_event
 from blogflow.io import redis as redis_io
 from blogflow.io.backups import BackupWriter, load_backup, load_items, store_publication
 from blogflow.io.users import link_user
-from blogflow.local.github import GitHubStandIn
 from blogflow.pipelines import backup
 from blogflow.tokens import Secret
 from blogflow.transforms.backups import BackupPost, post_path, render_post
 from blogflow.transforms.parsing import ParseEvents
+from tests.pipelines.conftest import TOKEN, client
 
 pytestmark = pytest.mark.integration
 
 KEY = "backup-pipeline-test-key-" + "k" * 30
-TOKEN = "ghp_backup_pipeline_token_0123456789"
 OTHER_TOKEN = "ghp_backup_pipeline_other_0123456789"
 UPDATED = dt.datetime(2026, 11, 20, 9, 30, tzinfo=dt.timezone.utc)
 
@@ -42,30 +40,6 @@ UPDATED = dt.datetime(2026, 11, 20, 9, 30, tzinfo=dt.timezone.utc)
 @pytest.fixture(autouse=True)
 def secret_key(monkeypatch):
     monkeypatch.setenv("BLOGFLOW_SECRET_KEY", KEY)
-
-
-@pytest.fixture
-def github():
-    with GitHubStandIn() as server:
-        yield server
-
-
-def client(github, token=TOKEN):
-    return Github(
-        auth=Auth.Token(token),
-        base_url=github.url,
-        retry=None,
-        seconds_between_requests=None,
-        seconds_between_writes=None,
-    )
-
-
-@pytest.fixture
-def repo(github, unique_name):
-    gh = client(github)
-    created = gh.get_user().create_repo(unique_name, auto_init=True)
-    yield created
-    gh.close()
 
 
 def add_posts(db, publication_id, n, *, author="alice", start=0, members=()):

@@ -28,11 +28,10 @@ from blogflow.io.users import link_user
 from blogflow.pipelines import backup, summing
 from blogflow.tokens import Secret
 from blogflow.transforms.backups import BackupPost, post_path
+from tests.pipelines.conftest import TOKEN
 from tests.pipelines.test_backup import (
     KEY,
-    TOKEN,
     add_posts,
-    client,
     request,
     tree_paths,
     writes,
@@ -102,22 +101,6 @@ def test_summing_streams_from_sqs_exactly_once_under_redelivery(
     wait_for(lambda: queue_is_empty(sqs_client, queue), 30, "the queue to empty")
 
 
-@pytest.fixture
-def github_repo(github_standin, unique_name):
-    gh = client(github_standin)
-    created = gh.get_user().create_repo(unique_name, auto_init=True)
-    yield created
-    gh.close()
-
-
-@pytest.fixture
-def github_standin():
-    from blogflow.local.github import GitHubStandIn
-
-    with GitHubStandIn() as server:
-        yield server
-
-
 @pytest.fixture(params=["sqs", "pubsub"])
 def requests_source(request, unique_name) -> tuple[str, Callable[[list[bytes]], Any]]:
     """``(source URI, send(bodies))`` of an SQS queue or a Pub/Sub subscription of this
@@ -125,18 +108,17 @@ def requests_source(request, unique_name) -> tuple[str, Callable[[list[bytes]], 
     if request.param == "sqs":
         url = request.getfixturevalue("queue")
         return f"sqs://{url}", lambda bodies: sqs.send_messages(url, bodies)
-    request.getfixturevalue("pubsub_stack")
-    topic = pubsub.create_topic(unique_name)
-    subscription = pubsub.create_subscription(topic, f"{unique_name}-sub", ack_deadline=30)
+    topic = request.getfixturevalue("topic")
+    subscription = request.getfixturevalue("subscription")
     return f"pubsub://{subscription}", lambda bodies: pubsub.publish_events(topic, bodies)
 
 
 def test_backup_streams_a_30_post_backup_in_10_s_serialised_per_repository(
-    requests_source, mongo_db, redis_prefix, github_standin, github_repo, running, monkeypatch
+    requests_source, mongo_db, redis_prefix, github, repo, running, monkeypatch
 ):
     source, send = requests_source
     monkeypatch.setenv("BLOGFLOW_SECRET_KEY", KEY)
-    link_user(mongo_db, "alice", github_repo.full_name, Secret(TOKEN))
+    link_user(mongo_db, "alice", repo.full_name, Secret(TOKEN))
     first = add_posts(mongo_db, "pub-a", 30)
     second = add_posts(mongo_db, "pub-b", 12)
     third = add_posts(mongo_db, "pub-c", 12)
@@ -146,7 +128,7 @@ def test_backup_streams_a_30_post_backup_in_10_s_serialised_per_repository(
             f"--source={source}",
             f"--mongo-db={mongo_db.name}",
             f"--redis-prefix={redis_prefix}",
-            f"--github-api-url={github_standin.url}",
+            f"--github-api-url={github.url}",
             "--write-interval=0",
             "--posts-per-commit=6",
         ],
@@ -154,7 +136,7 @@ def test_backup_streams_a_30_post_backup_in_10_s_serialised_per_repository(
     # The job is up once a first request went all the way through.
     send([request("warm-up", "pub-c")])
     wait_for(lambda: backup_status(mongo_db, "warm-up") == "done", DEADLINE, "the warm-up")
-    before = len(github_standin.requests())
+    before = len(github.requests())
 
     sent = time.monotonic()
     send([request("b-30", "pub-a")])
@@ -171,8 +153,8 @@ def test_backup_streams_a_30_post_backup_in_10_s_serialised_per_repository(
         wait_for(lambda b=backup_id: backup_status(mongo_db, b) == "done", DEADLINE, backup_id)
     assert job.state == PipelineState.RUNNING
     paths = {post_path(BackupPost.from_document(p)) for p in first + second + third}
-    assert paths <= tree_paths(github_repo)
-    made = writes(github_standin, before)
+    assert paths <= tree_paths(repo)
+    made = writes(github, before)
     # 30 posts in 5 commits, then 2 + 5 (a replay of pub-a under a new id writes again);
     # serialised, so no commit was refused as not a fast forward (422) and rebuilt
     assert made and all(r["status"] in (200, 201) for r in made), [r["status"] for r in made]
