@@ -26,12 +26,14 @@ from google.api_core import exceptions as google_exceptions
 from google.cloud import pubsub_v1
 from pymongo.database import Database
 
+from blogflow.io.kinesis import create_stream
 from blogflow.io.pubsub import create_subscription, create_topic
 from blogflow.local.stack import PUBSUB_EMULATOR_PATH, LocalStack, find_pubsub_emulator
 
 __all__ = [
     "local_stack",
     "mongo_client",
+    "make_stream",
     "mongo_db",
     "pubsub_stack",
     "redis_client",
@@ -159,6 +161,22 @@ def sqs_queue(sqs_client: Any, unique_name: str) -> Iterator[str]:
     ]
     yield url
     sqs_client.delete_queue(QueueUrl=url)
+
+
+@pytest.fixture
+def make_stream(kinesis_client: Any, unique_name: str) -> Iterator[Any]:
+    """``make_stream(shards=2)``: a Kinesis stream of this test's own (its name), deleted
+    after the test."""
+    made: list[str] = []
+
+    def make(shards: int = 2) -> str:
+        create_stream(unique_name, shard_count=shards)
+        made.append(unique_name)
+        return unique_name
+
+    yield make
+    for name in made:
+        kinesis_client.delete_stream(StreamName=name, EnforceConsumerDeletion=True)
 
 
 @pytest.fixture

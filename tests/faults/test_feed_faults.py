@@ -207,10 +207,9 @@ def queue(sqs_client: Any, unique_name: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def stream(kinesis_client: Any, unique_name: str) -> Iterator[str]:
-    kinesis.create_stream(unique_name, shard_count=1)
-    yield unique_name
-    kinesis_client.delete_stream(StreamName=unique_name, EnforceConsumerDeletion=True)
+def stream(make_stream: Any) -> str:
+    """A one-shard Kinesis stream of this test's own."""
+    return make_stream(1)
 
 
 def test_far_apart_copies_through_kinesis_give_the_backfills_feeds(

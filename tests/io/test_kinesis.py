@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import apache_beam as beam
@@ -104,11 +104,9 @@ def _client_error(code: str, message: str = "x", operation: str = "GetRecords") 
 
 
 @pytest.fixture
-def stream(kinesis_client: Any, unique_name: str) -> Iterator[str]:
+def stream(make_stream: Any) -> str:
     """A two-shard Kinesis stream of this test's own, deleted after it."""
-    create_stream(unique_name, shard_count=2)
-    yield unique_name
-    kinesis_client.delete_stream(StreamName=unique_name, EnforceConsumerDeletion=True)
+    return make_stream(2)
 
 
 # ----------------------------------------------------------------- reading from moto

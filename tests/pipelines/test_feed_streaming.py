@@ -173,10 +173,9 @@ def await_feeds(
 
 
 @pytest.fixture
-def stream(kinesis_client: Any, unique_name: str) -> Iterator[str]:
-    kinesis.create_stream(unique_name, shard_count=2)
-    yield unique_name
-    kinesis_client.delete_stream(StreamName=unique_name, EnforceConsumerDeletion=True)
+def stream(make_stream: Any) -> str:
+    """A two-shard Kinesis stream of this test's own."""
+    return make_stream(2)
 
 
 def test_a_streaming_run_from_kinesis_writes_the_as_of_feeds_while_it_runs_on_prism(
