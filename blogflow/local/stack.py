@@ -479,6 +479,17 @@ def _is_same_process(record: ProcessRecord) -> bool:
     return cmdline is not None and " ".join(cmdline) == " ".join(record.cmdline)
 
 
+def _has_exited(record: ProcessRecord) -> bool:
+    """Tells whether the process of ``record`` has ended: gone, a zombie, or its pid now
+    another process's. One that is still exiting (its command line already empty) has not."""
+    if not _has_proc():
+        return not _is_same_process(record)
+    stat = _proc_stat(record.pid)
+    if stat is None or stat[0] in ("Z", "X"):
+        return True
+    return record.start_time is not None and stat[1] != record.start_time
+
+
 def _reap(pid: int) -> None:
     """Collects the exit status of `pid` if it is a child of this process."""
     with contextlib.suppress(ChildProcessError, OSError):
@@ -1124,7 +1135,7 @@ class LocalStack:
                     popen.poll()
                 else:
                     _reap(record.pid)
-                if not _is_same_process(record):
+                if _has_exited(record):
                     remaining.remove(record)
             if not remaining or time.monotonic() > deadline:
                 break
