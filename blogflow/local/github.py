@@ -344,11 +344,12 @@ class _Handler(BaseHTTPRequestHandler):
             status, body = self._route(path, login)
             if fault is not None:
                 raise _fault_error(fault)  # served, yet the client sees the fault
-            self._send(status, body)
+            headers = None
         except _HTTPError as error:
             status = error.status
             body = {"message": error.message, "documentation_url": "https://docs.github.com"}
-            self._send(status, body, error.headers)
+            headers = error.headers
+        # logged before the reply is sent, so a client that has its answer finds it in the log
         with self.state.lock:
             self.state.log.append(
                 {
@@ -359,6 +360,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "at": time.time(),
                 }
             )
+        self._send(status, body, headers)
 
     def _token(self) -> str | None:
         header = self.headers.get("Authorization", "")
