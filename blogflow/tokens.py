@@ -10,6 +10,14 @@ one), with HKDF and a different label each, so a key of one never serves the oth
   the user id and an expiry, for browsers connecting to the notifier.
 - :class:`Secret`: holds a plaintext token; its ``repr`` and ``str`` never show it, so it
   cannot leak through logs, exceptions or display data by accident.
+- :class:`KeySource`: where a pipeline's workers read the secret key -- a file
+  (``--secret-key-file``), a Google Secret Manager version (``--secret-key-secret``) or
+  the launching process's memory (``BLOGFLOW_SECRET_KEY`` at launch, for workers in that
+  process only). It is a reference: pickled into a DoFn, it carries no key.
+- :func:`seal` / :func:`unseal`: a credential a worker needs (a URL with a password, an
+  AWS secret key) travels through options and the job graph only as a Fernet token made
+  with a key derived from the secret key (its own HKDF label) plus the key's
+  :class:`KeySource`, and is opened on the worker. :func:`shown` is what may be displayed.
 """
 
 from __future__ import annotations
@@ -19,7 +27,11 @@ import hashlib
 import hmac
 import json
 import os
+import re
+import secrets
+import threading
 import time
+from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
@@ -27,11 +39,17 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 __all__ = [
     "SECRET_KEY_VARIABLE",
+    "SECRET_NAME_PATTERN",
+    "KeySource",
     "Secret",
     "TokenError",
     "decrypt_token",
     "encrypt_token",
+    "is_sealed",
+    "seal",
+    "shown",
     "sign_user",
+    "unseal",
     "verify_user",
 ]
 
@@ -83,12 +101,222 @@ class Secret:
 
 
 def _secret_key(secret_key: str | None) -> bytes:
+    # None: the command line and tests, which run where BLOGFLOW_SECRET_KEY is set; a
+    # pipeline's workers always pass the key their KeySource loaded.
     key = secret_key if secret_key is not None else os.environ.get(SECRET_KEY_VARIABLE)
     if not key:
         raise TokenError(f"{SECRET_KEY_VARIABLE} is not set; blogflow needs it for secrets")
-    if len(key) < _MIN_KEY_LENGTH:
-        raise TokenError(f"{SECRET_KEY_VARIABLE} must be at least {_MIN_KEY_LENGTH} characters")
+    _check_key(key, SECRET_KEY_VARIABLE)
     return key.encode()
+
+
+def _check_key(key: str, where: str) -> None:
+    if len(key) < _MIN_KEY_LENGTH:
+        raise TokenError(f"{where} must be at least {_MIN_KEY_LENGTH} characters")
+
+
+#: A Secret Manager secret version, as ``--secret-key-secret`` takes it.
+SECRET_NAME_PATTERN = re.compile(r"projects/[^/\s]+/secrets/[^/\s]+/versions/[^/\s]+")
+
+#: Keys of :class:`KeySource` s of the kind ``process``, by handle: this process only.
+_PROCESS_KEYS: dict[str, str] = {}
+#: Keys loaded from files and Secret Manager, by (kind, ref): read once per process.
+_LOADED: dict[tuple[str, str], str] = {}
+_KEYS_LOCK = threading.Lock()
+
+
+class KeySource:
+    """Where blogflow's secret key is read: a reference that never holds the key.
+
+    Kinds:
+
+    - ``file``: a file of the key (one line; surrounding whitespace is ignored), read
+      where :meth:`load` runs: every worker must have it at that path.
+    - ``secret-manager``: a Google Secret Manager version,
+      ``projects/P/secrets/S/versions/V``, read with ``google-cloud-secret-manager``
+      (``pip install 'blogflow[gcp-secrets]'``) and the worker's Google credentials.
+    - ``process``: a key held in this process's memory (:meth:`in_memory`); pickled it is a
+      random handle, so it opens only in the process that made it -- the launcher, and the
+      workers that run inside it (FnApiRunner, ``LOOPBACK``).
+
+    Instances compare, hash and pickle by ``(kind, ref)``; ``repr`` names the file or the
+    secret version, never a key.
+    """
+
+    FILE = "file"
+    SECRET_MANAGER = "secret-manager"
+    PROCESS = "process"
+    KINDS = (FILE, SECRET_MANAGER, PROCESS)
+
+    __slots__ = ("kind", "ref")
+
+    def __init__(self, kind: str, ref: str) -> None:
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown secret key source {kind!r}; choose from {self.KINDS}")
+        if not ref:
+            raise ValueError(f"a {kind} secret key source needs a reference")
+        if kind == self.SECRET_MANAGER and not SECRET_NAME_PATTERN.fullmatch(ref):
+            raise ValueError(
+                f"--secret-key-secret must name a secret version, "
+                f"projects/PROJECT/secrets/SECRET/versions/VERSION, got {ref!r}"
+            )
+        self.kind = kind
+        self.ref = ref
+
+    @classmethod
+    def file(cls, path: str | os.PathLike[str]) -> KeySource:
+        """The key in the file at ``path`` (made absolute: workers read it there)."""
+        return cls(cls.FILE, os.path.abspath(os.fspath(path)))
+
+    @classmethod
+    def secret_manager(cls, name: str) -> KeySource:
+        """The key in the Secret Manager version ``projects/P/secrets/S/versions/V``."""
+        return cls(cls.SECRET_MANAGER, name.strip())
+
+    @classmethod
+    def in_memory(cls, key: str, *, where: str = SECRET_KEY_VARIABLE) -> KeySource:
+        """``key``, kept in this process's memory under a random handle.
+
+        Raises:
+            TokenError: if the key is shorter than 32 characters (``where`` names it).
+        """
+        _check_key(key, where)
+        handle = secrets.token_hex(16)
+        with _KEYS_LOCK:
+            _PROCESS_KEYS[handle] = key
+        return cls(cls.PROCESS, handle)
+
+    @property
+    def in_process(self) -> bool:
+        """Whether only this process can load the key."""
+        return self.kind == self.PROCESS
+
+    def load(self) -> str:
+        """The key, read from the source (a file or a secret once per process).
+
+        Raises:
+            TokenError: one line naming the source and the fix; never the key.
+        """
+        if self.kind == self.PROCESS:
+            with _KEYS_LOCK:
+                key = _PROCESS_KEYS.get(self.ref)
+            if key is None:
+                raise TokenError(
+                    "the secret key was given to the launching process (BLOGFLOW_SECRET_KEY), "
+                    "which this worker is not: launch with --secret-key-file PATH or "
+                    "--secret-key-secret projects/P/secrets/S/versions/V"
+                )
+            return key
+        with _KEYS_LOCK:
+            key = _LOADED.get((self.kind, self.ref))
+        if key is None:
+            key = self._read_file() if self.kind == self.FILE else self._read_secret()
+            with _KEYS_LOCK:
+                _LOADED[(self.kind, self.ref)] = key
+        return key
+
+    def _read_file(self) -> str:
+        try:
+            key = Path(self.ref).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeError) as error:
+            reason = getattr(error, "strerror", None) or type(error).__name__
+            raise TokenError(f"cannot read the secret key file {self.ref}: {reason}") from None
+        if not key:
+            raise TokenError(f"the secret key file {self.ref} is empty")
+        _check_key(key, f"the secret key in {self.ref}")
+        return key
+
+    def _read_secret(self) -> str:
+        try:
+            from google.cloud import secretmanager  # type: ignore[attr-defined]
+        except ImportError:
+            raise TokenError(
+                "--secret-key-secret needs google-cloud-secret-manager where the key is read: "
+                "pip install 'blogflow[gcp-secrets]', or use --secret-key-file"
+            ) from None
+        try:
+            client = secretmanager.SecretManagerServiceClient()
+            payload = client.access_secret_version(name=self.ref).payload.data
+            key = bytes(payload).decode("utf-8").strip()
+        except Exception as error:  # noqa: BLE001 - any client error, said in one line
+            raise TokenError(
+                f"cannot read the secret key from {self.ref}: {type(error).__name__}"
+            ) from None
+        _check_key(key, f"the secret key in {self.ref}")
+        return key
+
+    def __repr__(self) -> str:
+        if self.kind == self.PROCESS:
+            return "KeySource('process')"
+        return f"KeySource({self.kind!r}, {self.ref!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, KeySource) and (self.kind, self.ref) == (other.kind, other.ref)
+
+    def __hash__(self) -> int:
+        return hash(("KeySource", self.kind, self.ref))
+
+    def __reduce__(self) -> tuple[type[KeySource], tuple[str, str]]:
+        return (KeySource, (self.kind, self.ref))
+
+
+#: A sealed value reads ``<shown> <blogflow-sealed:v1:<source>:<Fernet token>>``.
+_SEALED = " <blogflow-sealed:v1:"
+
+
+def _sealing_fernet(key: str) -> Fernet:
+    return Fernet(base64.urlsafe_b64encode(_derive(key, b"blogflow worker credentials")))
+
+
+def seal(value: str, source: KeySource, *, shown: str) -> str:
+    """``value`` sealed for a pipeline's workers: the string ``<shown> <blogflow-sealed:v1:
+    SOURCE:TOKEN>``, with ``shown`` what may be displayed (e.g. the URL with its password as
+    ``***``), SOURCE the :class:`KeySource` and TOKEN a Fernet token of ``value``;
+    :func:`unseal` opens it where ``source`` loads.
+
+    Raises:
+        TokenError: if the key cannot be loaded here.
+    """
+    if not value:
+        raise TokenError("cannot seal an empty value")
+    token = _sealing_fernet(source.load()).encrypt(value.encode()).decode("ascii")
+    meta = _b64(json.dumps([source.kind, source.ref], separators=(",", ":")).encode())
+    return f"{shown}{_SEALED}{meta}:{token}>"
+
+
+def is_sealed(value: object) -> bool:
+    """Whether ``value`` is a string :func:`seal` made."""
+    return isinstance(value, str) and value.endswith(">") and _SEALED in value
+
+
+def _parts(value: str) -> tuple[KeySource, str, str]:
+    display, _, sealed = value.rpartition(_SEALED)
+    meta, _, token = sealed[:-1].partition(":")
+    try:
+        kind, ref = json.loads(_unb64(meta))
+        return KeySource(kind, ref), display, token
+    except (ValueError, TypeError):
+        raise TokenError("a sealed value is malformed") from None
+
+
+def unseal(value: str) -> str:
+    """The value :func:`seal` sealed (a string that is not sealed is returned as it is).
+
+    Raises:
+        TokenError: if its key cannot be loaded here, or it was altered.
+    """
+    if not is_sealed(value):
+        return value
+    source, display, token = _parts(value)
+    try:
+        return _sealing_fernet(source.load()).decrypt(token.encode("ascii")).decode()
+    except (InvalidToken, UnicodeError, ValueError):
+        raise TokenError(f"the sealed value of {display} cannot be opened with this key") from None
+
+
+def shown(value: str) -> str:
+    """What may be displayed of ``value``: a sealed value's ``shown``, else ``value``."""
+    return _parts(value)[1] if is_sealed(value) else value
 
 
 def _derive(secret_key: str | None, label: bytes) -> bytes:
