@@ -30,6 +30,8 @@ EXTRAS = {
         "mypy>=1.10",
     ],
     "dataflow": ["apache-beam[gcp]>=2.77,<2.78"],
+    # --secret-key-secret: the workers read blogflow's secret key from Secret Manager
+    "gcp-secrets": ["google-cloud-secret-manager>=2.20,<3"],
 }
 
 setup(

@@ -9,6 +9,8 @@
 Clients honour the standard variables ``REDIS_URL``, ``MONGODB_URI``, ``AWS_ENDPOINT_URL``,
 ``AWS_*`` and ``PUBSUB_EMULATOR_HOST``; ``blogflow local up`` writes them to
 ``.blogflow/local.env`` and every command reads that file when the variables are unset.
+``blogflow run`` resolves them once, at launch, into the job's options (a flag such as
+``--mongo-uri`` wins): its workers read no variable (:mod:`blogflow.options`).
 """
 
 from __future__ import annotations
@@ -87,7 +89,11 @@ cli.add_command(local)
 def run(ctx: click.Context, pipeline: str | None, args: tuple[str, ...]) -> None:
     """Run a pipeline: blogflow run PIPELINE --source URI [--drain] [options].
 
-    `blogflow run PIPELINE --help` lists the pipeline's options.
+    `blogflow run PIPELINE --help` lists the pipeline's options. Connection settings
+    (--mongo-uri, --redis-url, --github-api-url, --aws-endpoint-url, --aws-region,
+    --pubsub-emulator-host, ...) are resolved at launch from the flag, else the
+    environment (and the env file), else the default, and carried by the job to its
+    workers; the secret key reaches them as --secret-key-file or --secret-key-secret.
     """
     if pipeline is None:
         click.echo(ctx.get_help())

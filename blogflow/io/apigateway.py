@@ -14,8 +14,9 @@ of times with exponential backoff and jitter, then raised as
 :class:`blogflow.io.aws.AWSError`. DynamoDB calls rely on botocore's own bounded retries
 (:func:`blogflow.io.aws.make_client`).
 
-Clients come from :mod:`blogflow.io.aws` and take their credentials from boto3's chain;
-nothing here accepts, stores or formats a credential.
+Clients come from :mod:`blogflow.io.aws`, with the pipeline's
+:class:`~blogflow.io.aws.AwsConfig` (endpoint, region, sealed credentials) or else boto3's
+chain; nothing here stores or formats a credential.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from tenacity import (
 )
 
 from blogflow.io import aws
+from blogflow.io import aws as aws_module
 
 __all__ = [
     "GONE",
@@ -118,15 +120,23 @@ def check_table_name(table: Any) -> str:
 # ------------------------------------------------------------------------------ clients
 
 
-def dynamodb_client(*, region_name: str | None = None) -> Any:
-    """A DynamoDB client (endpoint and credentials from the environment).
+def dynamodb_client(
+    *, region_name: str | None = None, aws: aws_module.AwsConfig | None = None
+) -> Any:
+    """A DynamoDB client (endpoint, region and credentials from ``aws``, else boto3's
+    chain).
 
     Close it with :func:`blogflow.io.aws.close_client`.
     """
-    return aws.make_client("dynamodb", region_name=region_name)
+    return aws_module.make_client("dynamodb", aws=aws, region_name=region_name)
 
 
-def management_client(endpoint_url: str, *, region_name: str | None = None) -> Any:
+def management_client(
+    endpoint_url: str,
+    *,
+    region_name: str | None = None,
+    aws: aws_module.AwsConfig | None = None,
+) -> Any:
     """An API Gateway Management API client for one WebSocket API stage.
 
     It shares :mod:`blogflow.io.aws`'s timeouts and credentials chain but makes a single
@@ -134,13 +144,16 @@ def management_client(endpoint_url: str, *, region_name: str | None = None) -> A
 
     Args:
         endpoint_url: the API's callback URL (see :func:`check_endpoint_url`).
-        region_name: overrides ``AWS_DEFAULT_REGION`` / the profile's region.
+        region_name: overrides ``aws``'s and ``AWS_DEFAULT_REGION`` / the profile's region.
+        aws: the region and credentials (its endpoint is not this API's); None: boto3's
+            chain.
 
     Returns:
         A botocore client; close it with :func:`blogflow.io.aws.close_client`.
     """
-    return aws.make_client(
+    return aws_module.make_client(
         "apigatewaymanagementapi",
+        aws=aws,
         region_name=region_name,
         endpoint_url=check_endpoint_url(endpoint_url),
         read_timeout=POST_READ_TIMEOUT,

@@ -38,6 +38,10 @@ dropped; one of a ``running`` or ``failed`` backup resumes it: posts already
 ``committed`` or ``unchanged`` are skipped, ``failed`` ones are tried again, and a post
 whose file is already in the repository makes no commit. Tokens are read from ``users``
 by the writer; they never travel through the pipeline, and no error text carries them.
+Both DoFns decrypt them with the key of the :class:`~blogflow.tokens.KeySource` they were
+given (loaded in ``setup``: a file or a Secret Manager version on the worker, or the
+launcher's memory for in-process workers), never ``BLOGFLOW_SECRET_KEY`` of the worker;
+without one (built by hand) they fall back to that variable.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from blogflow.events import make_event, reject_event
 from blogflow.io import mongo, users
 from blogflow.io.github import GitHubError, RepoAccessError, RepoWriter
-from blogflow.tokens import TokenError
+from blogflow.tokens import KeySource, TokenError
 from blogflow.transforms.backups import (
     FAILED,
     FINAL_ITEM_STATUSES,
@@ -192,8 +196,11 @@ class PlanBackupsFn(beam.DoFn):
         *,
         posts_per_commit: int,
         max_post_bytes: int,
+        secret_key: KeySource | None = None,
     ) -> None:
         self._uri = uri
+        self._secret_key = secret_key
+        self._key: str | None = None
         self._database = database
         self._posts_per_commit = posts_per_commit
         self._max_post_bytes = max_post_bytes
@@ -202,10 +209,13 @@ class PlanBackupsFn(beam.DoFn):
         self._replays = Metrics.counter("blogflow", "backup_replays_dropped")
 
     def setup(self) -> None:
+        self._key = self._secret_key.load() if self._secret_key is not None else None
         self._client, self._db = mongo.connect(self._uri, self._database)
 
     def teardown(self) -> None:
-        self._client.close()
+        client = getattr(self, "_client", None)
+        if client is not None:
+            client.close()
 
     def process(self, event: Any) -> Iterator[Any]:
         backup_id, publication_id = event.data.backupId, event.data.publicationId
@@ -241,7 +251,7 @@ class PlanBackupsFn(beam.DoFn):
             error = f"publication {publication_id!r} has no posts"
         elif error is None:
             try:
-                repo = users.load_link(self._db, user_id).repo
+                repo = users.load_link(self._db, user_id, secret_key=self._key).repo
             except (users.UserNotLinkedError, TokenError) as refused:
                 error = str(refused)
         now = _now()
@@ -312,7 +322,9 @@ class BackupWriter:
         api_url: str | None,
         write_interval: float,
         max_attempts: int = 5,
+        secret_key: KeySource | None = None,
     ) -> None:
+        self._key = secret_key.load() if secret_key is not None else None
         self._client, self._db = mongo.connect(uri, database)
         self._api_url = api_url
         self._write_interval = write_interval
@@ -332,7 +344,8 @@ class BackupWriter:
         self._client.close()
 
     def _writer(self, repo: str, user_id: str) -> RepoWriter:
-        link = users.load_link(self._db, user_id)  # every chunk: a relinked token is used
+        # every chunk: a relinked token is used
+        link = users.load_link(self._db, user_id, secret_key=self._key)
         key = (repo, link.token.digest())
         writer = self._writers.pop(key, None)
         if writer is None:
@@ -465,10 +478,16 @@ class _WriterFn(beam.DoFn):
         self._writer = BackupWriter(**self._settings)
 
     def teardown(self) -> None:
-        self._writer.close()
+        writer = getattr(self, "_writer", None)
+        if writer is not None:
+            writer.close()
 
     def display_data(self) -> dict[str, Any]:
-        return {"api_url": self._settings["api_url"] or "GITHUB_API_URL"}
+        source = self._settings.get("secret_key")
+        return {
+            "api_url": self._settings["api_url"] or "GITHUB_API_URL",
+            "secret_key": repr(source) if source is not None else "BLOGFLOW_SECRET_KEY",
+        }
 
 
 class _WriteGroupedFn(_WriterFn):
@@ -513,6 +532,8 @@ class WriteBackups(beam.PTransform):
         mongo_uri, database: where ``backups``, ``backup_items`` and ``users`` live.
         api_url: the GitHub API; ``GITHUB_API_URL`` or api.github.com by default.
         write_interval: seconds between content-creating requests of one token.
+        secret_key: where the workers read the key of the stored tokens; None:
+            ``BLOGFLOW_SECRET_KEY`` where they run.
     """
 
     def __init__(
@@ -523,6 +544,7 @@ class WriteBackups(beam.PTransform):
         database: str,
         api_url: str | None = None,
         write_interval: float = 1.0,
+        secret_key: KeySource | None = None,
     ) -> None:
         super().__init__()
         if write_interval < 0:
@@ -533,6 +555,7 @@ class WriteBackups(beam.PTransform):
             "database": database,
             "api_url": api_url,
             "write_interval": write_interval,
+            "secret_key": secret_key,
         }
 
     def expand(self, chunks: beam.PCollection) -> beam.PCollection:

@@ -32,6 +32,7 @@ from apache_beam.metrics import Metrics
 
 from blogflow.io import apigateway, aws, progress
 from blogflow.io._redis_sink import RedisBatchFn
+from blogflow.io.aws import AwsConfig
 
 __all__ = ["BACKENDS", "NotifyProgress"]
 
@@ -72,7 +73,9 @@ class _NotifyApiGatewayFn(beam.DoFn):
         region: str | None,
         batch_size: int,
         max_attempts: int,
+        aws_config: AwsConfig | None = None,
     ) -> None:
+        self._aws = aws_config
         self._endpoint_url = endpoint_url
         self._table = table
         self._region = region
@@ -85,9 +88,9 @@ class _NotifyApiGatewayFn(beam.DoFn):
         self._batch: list[tuple[str, dict[str, Any]]] = []
 
     def setup(self) -> None:
-        self._dynamodb = apigateway.dynamodb_client(region_name=self._region)
+        self._dynamodb = apigateway.dynamodb_client(region_name=self._region, aws=self._aws)
         self._management = apigateway.management_client(
-            self._endpoint_url, region_name=self._region
+            self._endpoint_url, region_name=self._region, aws=self._aws
         )
 
     def start_bundle(self) -> None:
@@ -164,8 +167,11 @@ class NotifyProgress(beam.PTransform):
         endpoint_url: ``apigateway``, required: the WebSocket API's callback URL,
             ``https://{api-id}.execute-api.{region}.amazonaws.com/{stage}``.
         table: ``apigateway``, required: the DynamoDB connections table (connectionId →
-            userId, index ``byUserId``); its endpoint comes from the environment.
-        region: ``apigateway`` only: the AWS region; ``AWS_DEFAULT_REGION`` by default.
+            userId, index ``byUserId``); its endpoint comes from ``aws``.
+        region: ``apigateway`` only: the AWS region; ``aws``'s, else ``AWS_DEFAULT_REGION``.
+        aws: ``apigateway`` only: the AWS endpoint, region and credentials resolved at
+            launch (:class:`~blogflow.io.aws.AwsConfig`); None: boto3's chain where the
+            DoFn runs.
         max_attempts: ``apigateway`` only: attempts per post before its error fails the
             bundle; 5 by default.
         batch_size: messages per round trip (``redis``) or per connection lookup
@@ -187,6 +193,7 @@ class NotifyProgress(beam.PTransform):
         region: str | None = None,
         max_attempts: int | None = None,
         batch_size: int = 200,
+        aws: AwsConfig | None = None,
     ) -> None:
         super().__init__()
         if backend not in BACKENDS:
@@ -199,6 +206,7 @@ class NotifyProgress(beam.PTransform):
                 "table": table,
                 "region": region,
                 "max_attempts": max_attempts,
+                "aws": aws,
             }
             extra = [name for name, value in given.items() if value is not None]
             if extra:
@@ -219,6 +227,7 @@ class NotifyProgress(beam.PTransform):
         self._region = region
         self._max_attempts = max_attempts or apigateway.POST_ATTEMPTS
         self._batch_size = batch_size
+        self._aws = aws
 
     def expand(self, messages: beam.PCollection) -> beam.pvalue.PDone:
         fn: beam.DoFn
@@ -230,6 +239,7 @@ class NotifyProgress(beam.PTransform):
                 self._region,
                 self._batch_size,
                 self._max_attempts,
+                self._aws,
             )
         else:
             fn = _NotifyRedisFn(self._redis_url, self._prefix, self._batch_size)

@@ -60,7 +60,11 @@ Names and projects. Topics and subscriptions are given as full paths
 resolved against the project named by ``PUBSUB_PROJECT_ID``, else ``GOOGLE_CLOUD_PROJECT``,
 else ``"blogflow-local"`` (the local stack's project), when the call or the transform is
 made. Every client honours ``PUBSUB_EMULATOR_HOST`` (google-cloud-pubsub switches to the
-emulator, without credentials, whenever that variable is set).
+emulator, without credentials, whenever that variable is set). A pipeline resolves both at
+launch (``--pubsub-project``, ``--pubsub-emulator-host``, :mod:`blogflow.options`) and
+passes them in: the project names the subscription before the job starts, and the pull
+reader's DoFn carries the emulator's address, so its workers read no variable (Beam's own
+``ReadFromPubSub``, on Dataflow and the DirectRunners, connects as Beam does).
 """
 
 from __future__ import annotations
@@ -177,7 +181,7 @@ def default_project() -> str:
     return DEFAULT_PROJECT
 
 
-def _resource_path(name: str, kind: str) -> str:
+def _resource_path(name: str, kind: str, project: str | None = None) -> str:
     """``projects/P/<kind>/N`` for a full path or a bare name; ValueError if invalid."""
     singular = kind[:-1]
     if not isinstance(name, str) or not name.strip():
@@ -195,7 +199,7 @@ def _resource_path(name: str, kind: str) -> str:
             f"{singular} {name!r} must be a bare name or projects/<project>/{kind}/<name>"
         )
     else:
-        project, short = default_project(), name
+        project, short = project or default_project(), name
     if not _PROJECT_RE.fullmatch(project):
         raise ValueError(f"invalid Pub/Sub project id {project!r} in {singular} {name!r}")
     if not _NAME_RE.fullmatch(short) or short.lower().startswith("goog"):
@@ -215,13 +219,28 @@ def topic_path(topic: str) -> str:
     return _resource_path(topic, "topics")
 
 
-def subscription_path(subscription: str) -> str:
+def subscription_path(subscription: str, project: str | None = None) -> str:
     """The full path of a subscription given as a bare name or ``projects/P/subscriptions/S``.
+
+    Args:
+        project: the project of a bare name; None: :func:`default_project`.
 
     Raises:
         ValueError: if the name or the project id is not valid for Pub/Sub.
     """
-    return _resource_path(subscription, "subscriptions")
+    return _resource_path(subscription, "subscriptions", project)
+
+
+def _subscriber(emulator_host: str | None) -> Any:
+    """A ``SubscriberClient``: of the emulator at ``emulator_host`` (plain gRPC, no
+    credentials) when given, else as google-cloud-pubsub makes it."""
+    if not emulator_host:
+        return pubsub_v1.SubscriberClient()
+    import grpc
+    from google.pubsub_v1.services.subscriber.transports.grpc import SubscriberGrpcTransport
+
+    channel = grpc.insecure_channel(target=emulator_host)
+    return pubsub_v1.SubscriberClient(transport=SubscriberGrpcTransport(channel=channel))
 
 
 # ------------------------------------------------------------------------------- reading
@@ -308,23 +327,29 @@ class ReadPubSubEvents(beam.PTransform):
         *,
         timestamp_attribute: str | None = OCCURRED_AT_ATTRIBUTE,
         id_label: str | None = EVENT_ID_ATTRIBUTE,
+        project: str | None = None,
+        emulator_host: str | None = None,
     ) -> None:
         """
         Args:
             subscription: ``projects/P/subscriptions/S``, or a bare name resolved now
-                against :func:`default_project` (``PUBSUB_PROJECT_ID``, then
-                ``GOOGLE_CLOUD_PROJECT``, then ``"blogflow-local"``).
+                against ``project``, else :func:`default_project` (``PUBSUB_PROJECT_ID``,
+                then ``GOOGLE_CLOUD_PROJECT``, then ``"blogflow-local"``).
             timestamp_attribute: the attribute holding each element's event time; None
                 stamps every element with its publish time.
             id_label: the attribute holding each message's unique id: the record's
                 ``origin`` and, where the runner supports it, the key Pub/Sub redeliveries
                 are deduplicated on. None uses the Pub/Sub message id and no deduplication.
+            project: the project of a bare ``subscription``.
+            emulator_host: ``HOST:PORT`` of a Pub/Sub emulator the pull reader's workers
+                use; None: Google's service (or ``PUBSUB_EMULATOR_HOST`` where they run).
 
         Raises:
             ValueError: on an invalid subscription or an empty attribute name.
         """
         super().__init__()
-        self._subscription = subscription_path(subscription)
+        self._subscription = subscription_path(subscription, project)
+        self._emulator_host = emulator_host
         _check_attribute("timestamp_attribute", timestamp_attribute)
         _check_attribute("id_label", id_label)
         self._timestamp_attribute = timestamp_attribute
@@ -342,6 +367,7 @@ class ReadPubSubEvents(beam.PTransform):
                 self._subscription,
                 timestamp_attribute=self._timestamp_attribute,
                 id_label=self._id_label,
+                emulator_host=self._emulator_host,
             )
         beam_id_label = self._id_label
         if beam_id_label is not None and not _honours_id_label(runner):
@@ -497,13 +523,14 @@ class _PullSubscriptionFn(beam.DoFn):
     in the bundle-finalization callback of the bundle that emitted them.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, emulator_host: str | None = None) -> None:
+        self._emulator_host = emulator_host
         self._client: Any = None
         self._checked: set[str] = set()
         self._closing = False
 
     def setup(self) -> None:
-        self._client = pubsub_v1.SubscriberClient()
+        self._client = _subscriber(self._emulator_host)
         self._checked = set()
         self._closing = False
 
@@ -795,6 +822,7 @@ class PullFromPubSub(beam.PTransform):
         idle_timeout: float | None = None,
         max_bundle_records: int = 1000,
         max_bundle_seconds: float = 5.0,
+        emulator_host: str | None = None,
     ) -> None:
         """
         Args:
@@ -810,11 +838,14 @@ class PullFromPubSub(beam.PTransform):
             max_bundle_records: checkpoint (end the bundle, acknowledge its messages) after
                 this many messages.
             max_bundle_seconds: checkpoint after reading for this many seconds.
+            emulator_host: ``HOST:PORT`` of a Pub/Sub emulator, carried by the DoFn to the
+                workers; None: Google's service (or ``PUBSUB_EMULATOR_HOST`` where they run).
 
         Raises:
             ValueError: on an invalid subscription, an empty attribute name or a bound that
                 is not a positive number.
         """
+        self._emulator_host = emulator_host
         super().__init__()
         _check_attribute("timestamp_attribute", timestamp_attribute)
         _check_attribute("id_label", id_label)
@@ -845,7 +876,8 @@ class PullFromPubSub(beam.PTransform):
         return has_bound(self._spec)
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[SourceRecord]:
-        pull_fn = _PullSubscriptionFn() if self.bounded else _PullSubscriptionForeverFn()
+        fn_class = _PullSubscriptionFn if self.bounded else _PullSubscriptionForeverFn
+        pull_fn = fn_class(self._emulator_host)
         return (
             pbegin
             | "PullSpec" >> beam.Create([self._spec])

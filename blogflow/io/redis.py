@@ -1,4 +1,10 @@
-"""The Redis client wrapper: the only module of blogflow's sinks that imports redis."""
+"""The Redis client wrapper: the only module of blogflow's sinks that imports redis.
+
+A pipeline's URL is resolved at launch (:mod:`blogflow.options`) and may come sealed
+(:func:`blogflow.tokens.seal`) when it holds a password: :func:`connect` opens it,
+:func:`redact_url` shows it without the password. :func:`default_url` reads ``REDIS_URL``
+for the command line and the launcher, never on a worker that was given a URL.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,11 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from blogflow.io._urls import redact_url
+from blogflow.io import _urls
+from blogflow.tokens import shown, unseal
 
 __all__ = [
+    "DEFAULT_URL",
     "RedisError",
     "connect",
     "connect_async",
@@ -26,7 +34,16 @@ RedisError = redis.RedisError
 
 def default_url() -> str:
     """``REDIS_URL`` from the environment, else a Redis on localhost."""
-    return os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    return os.environ.get("REDIS_URL") or DEFAULT_URL
+
+
+#: The Redis a URL defaults to when neither ``--redis-url`` nor ``REDIS_URL`` names one.
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ``***`` (a sealed URL: its shown form)."""
+    return _urls.redact_url(shown(url))
 
 
 def _field_value(name: str, value: Any) -> str | int | float | bytes:
@@ -54,9 +71,13 @@ def hash_fields(values: Mapping[str, Any]) -> dict[Any, str | int | float | byte
 
 
 def connect(url: str | None = None) -> redis.Redis:
-    """A client with bounded timeouts (hiredis parses replies when installed)."""
+    """A client with bounded timeouts (hiredis parses replies when installed); ``url``
+    may be sealed; None: :func:`default_url`."""
     return redis.Redis.from_url(
-        url or default_url(), socket_timeout=30, socket_connect_timeout=5, decode_responses=True
+        unseal(url) if url else default_url(),
+        socket_timeout=30,
+        socket_connect_timeout=5,
+        decode_responses=True,
     )
 
 
@@ -75,9 +96,10 @@ def connect_async(
         "socket_connect_timeout": 5,
         "decode_responses": True,
     }
+    url = unseal(url) if url else default_url()
     if max_connections is None:
-        return redis.asyncio.Redis.from_url(url or default_url(), **options)
+        return redis.asyncio.Redis.from_url(url, **options)
     pool = redis.asyncio.BlockingConnectionPool.from_url(
-        url or default_url(), max_connections=max_connections, timeout=20, **options
+        url, max_connections=max_connections, timeout=20, **options
     )
     return redis.asyncio.Redis.from_pool(pool)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import apache_beam as beam
 
+from blogflow.io.aws import AwsConfig
 from blogflow.io.files import ReadFromJSONL
 from blogflow.io.kinesis import ReadFromKinesis
 from blogflow.io.pubsub import ReadPubSubEvents
@@ -69,6 +70,12 @@ class ReadSource(beam.PTransform):
         max_records: stop after this many messages (queues, streams: split evenly over
             the stream's shards).
         max_read_time: stop reading after this many seconds (queues, streams).
+        aws: the AWS endpoint, region and credentials of ``sqs://`` and ``kinesis://``,
+            resolved at launch. Not yet handed to the readers: :class:`ReadFromSQS` and
+            :class:`ReadFromKinesis` take no client settings, so their workers use boto3's
+            chain (``AWS_ENDPOINT_URL``, ...) for now.
+        pubsub_project: the project of a bare ``pubsub://`` subscription name.
+        pubsub_emulator_host: ``HOST:PORT`` of a Pub/Sub emulator, for the pull reader.
     """
 
     def __init__(
@@ -79,9 +86,15 @@ class ReadSource(beam.PTransform):
         idle_timeout: float = 5.0,
         max_records: int | None = None,
         max_read_time: float | None = None,
+        aws: AwsConfig | None = None,
+        pubsub_project: str | None = None,
+        pubsub_emulator_host: str | None = None,
     ) -> None:
         super().__init__()
         self._scheme, self._target = parse_source(uri)
+        self._aws = aws
+        self._pubsub_project = pubsub_project
+        self._pubsub_emulator_host = pubsub_emulator_host
         self._drain = drain
         self._idle_timeout = idle_timeout
         self._max_records = max_records
@@ -106,7 +119,11 @@ class ReadSource(beam.PTransform):
                     "a pubsub:// source is read by a streaming job: --drain, --max-records "
                     "and --max-read-time do not apply"
                 )
-            return pbegin | "ReadPubSubEvents" >> ReadPubSubEvents(self._target)
+            return pbegin | "ReadPubSubEvents" >> ReadPubSubEvents(
+                self._target,
+                project=self._pubsub_project,
+                emulator_host=self._pubsub_emulator_host,
+            )
         if self._scheme == "kinesis":
             return pbegin | "ReadFromKinesis" >> ReadFromKinesis(
                 self._target,

@@ -238,9 +238,9 @@ class _WriteSumsFn(beam.DoFn):
 
     def display_data(self) -> dict[str, Any]:
         return {
-            "mongo": mongo.redact_uri(self._mongo_uri or mongo.default_uri()),
+            "mongo": mongo.redact_uri(self._mongo_uri) if self._mongo_uri else "MONGODB_URI",
             "database": self._database,
-            "redis": redis.redact_url(self._redis_url or redis.default_url()),
+            "redis": redis.redact_url(self._redis_url) if self._redis_url else "REDIS_URL",
         }
 
 

@@ -15,7 +15,9 @@ and ``backup_items`` → progress messages to the user's browsers.
 
 Run it with ``blogflow run backup --source sqs://QUEUE --drain`` or
 ``python -m blogflow.pipelines.backup --help``. GitHub tokens are read from MongoDB
-``users`` (``blogflow users link``), decrypted with ``BLOGFLOW_SECRET_KEY``.
+``users`` (``blogflow users link``), decrypted on the workers with the key of
+``--secret-key-file`` or ``--secret-key-secret`` (or, for workers in the launching
+process, its ``BLOGFLOW_SECRET_KEY``; see :mod:`blogflow.options`).
 
 Replays are safe: a backup that is ``done`` is not written again, and a resumed one
 (``running`` or ``failed``) skips the posts that already ended well. In batch on
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Mapping
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -36,9 +39,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from blogflow.io.backups import REJECTED as PLAN_REJECTED
 from blogflow.io.backups import PlanBackupsFn, WriteBackups
 from blogflow.io.deadletter import WriteDeadLetters
+from blogflow.io.github import GITHUB_API
 from blogflow.io.notify import NotifyProgress
-from blogflow.options import SourceOptions, StoreOptions, read_source
+from blogflow.options import SourceOptions, StoreOptions, connections, read_source
 from blogflow.pipelines.job import Job
+from blogflow.tokens import KeySource
 from blogflow.transforms.parsing import REJECTED, ParseEvents
 
 __all__ = ["NAME", "BackUpPublications", "BackupOptions", "JOB", "build", "run"]
@@ -51,6 +56,8 @@ NOTIFY_CHOICES = ("redis", "apigateway", "none")
 
 class BackupOptions(PipelineOptions):
     """How backups are written to GitHub and where progress goes."""
+
+    github_api_url: str | None  # a flag: read and resolved through PipelineOptions
 
     @classmethod
     def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
@@ -77,7 +84,8 @@ class BackupOptions(PipelineOptions):
             "--github_api_url",
             dest="github_api_url",
             default=None,
-            help="GitHub's REST API (default: $GITHUB_API_URL, else https://api.github.com)",
+            help="GitHub's REST API, resolved at launch (default: $GITHUB_API_URL, else "
+            f"{GITHUB_API})",
         )
         group.add_argument(
             "--write-interval",
@@ -113,6 +121,10 @@ class BackupOptions(PipelineOptions):
             "(index byUserId)",
         )
 
+    def resolve(self, environ: Mapping[str, str]) -> None:
+        """At launch: ``--github-api-url``, else ``GITHUB_API_URL``, else GitHub's API."""
+        self.github_api_url = self.github_api_url or environ.get("GITHUB_API_URL") or GITHUB_API
+
 
 class BackUpPublications(beam.PTransform):
     """Backs up the publications of ``backup_requested`` events.
@@ -133,6 +145,7 @@ class BackUpPublications(beam.PTransform):
         posts_per_commit: int = 25,
         max_post_bytes: int = 1 << 20,
         write_interval: float = 1.0,
+        secret_key: KeySource | None = None,
     ) -> None:
         super().__init__()
         if posts_per_commit < 1:
@@ -146,6 +159,7 @@ class BackUpPublications(beam.PTransform):
         self._posts_per_commit = posts_per_commit
         self._max_post_bytes = max_post_bytes
         self._write_interval = write_interval
+        self._secret_key = secret_key
 
     def expand(self, events: beam.PCollection) -> dict[str, beam.PCollection]:
         planned = events | "PlanBackups" >> beam.ParDo(
@@ -154,6 +168,7 @@ class BackUpPublications(beam.PTransform):
                 self._database,
                 posts_per_commit=self._posts_per_commit,
                 max_post_bytes=self._max_post_bytes,
+                secret_key=self._secret_key,
             )
         ).with_outputs(PlanBackupsFn.PROGRESS, PLAN_REJECTED, main="chunks")
         written = planned.chunks | "WriteBackups" >> WriteBackups(
@@ -162,6 +177,7 @@ class BackUpPublications(beam.PTransform):
             database=self._database,
             api_url=self._api_url,
             write_interval=self._write_interval,
+            secret_key=self._secret_key,
         )
         progress = (planned[PlanBackupsFn.PROGRESS], written) | "AllProgress" >> beam.Flatten()
         return {"progress": progress, "rejected": planned[PLAN_REJECTED]}
@@ -171,6 +187,7 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions, *, streaming: bool)
     """Adds the backup job to ``pipeline``."""
     stores = options.view_as(StoreOptions)
     backup = options.view_as(BackupOptions)
+    settings = connections(options)
     records = pipeline | "ReadSource" >> read_source(options)
     # keep_source: a request PlanBackups rejects is dead-lettered as the message received
     parsed = records | "ParseEvents" >> ParseEvents(
@@ -184,6 +201,7 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions, *, streaming: bool)
         posts_per_commit=backup.posts_per_commit,
         max_post_bytes=backup.max_post_bytes,
         write_interval=backup.write_interval,
+        secret_key=settings.secret_key,
     )
     if backup.notify == "redis":
         _ = backups["progress"] | "NotifyProgress" >> NotifyProgress(
@@ -194,6 +212,7 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions, *, streaming: bool)
             "apigateway",
             endpoint_url=backup.apigateway_endpoint,
             table=backup.connections_table,
+            aws=settings.aws,
         )
     _ = (parsed[REJECTED], backups["rejected"]) | "WriteDeadLetters" >> WriteDeadLetters(
         NAME, mongo_uri=stores.mongo_uri, database=stores.mongo_db
@@ -212,6 +231,7 @@ JOB = Job(
         BackupOptions,
     ),
     build,
+    needs_secret_key=True,
 )
 run = JOB.run
 

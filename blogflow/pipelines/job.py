@@ -70,12 +70,15 @@ class Job:
         description: one paragraph for ``--help``.
         options: the job's :class:`PipelineOptions` classes, in ``--help`` order.
         build: ``build(pipeline, options, streaming=bool)``: adds the job's steps.
+        needs_secret_key: its workers decrypt GitHub tokens: a launch whose workers could
+            not read the secret key fails at once, in one line.
     """
 
     name: str
     description: str
     options: tuple[type[PipelineOptions], ...]
     build: Build
+    needs_secret_key: bool = False
 
     @property
     def prog(self) -> str:
@@ -84,7 +87,13 @@ class Job:
 
     def parse(self, argv: Sequence[str]) -> PipelineOptions:
         """The job's options from a command line (``--help`` and bad flags exit)."""
-        return parse_pipeline_args(argv, self.options, prog=self.prog, description=self.description)
+        return parse_pipeline_args(
+            argv,
+            self.options,
+            prog=self.prog,
+            description=self.description,
+            needs_secret_key=self.needs_secret_key,
+        )
 
     def pipeline(self, argv: Sequence[str]) -> beam.Pipeline:
         """The job, built and not run. A bad option value exits with ``prog: reason``."""
