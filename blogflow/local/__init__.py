@@ -8,6 +8,7 @@ from blogflow.local.stack import (
     ALL_SERVICES,
     DEFAULT_ENV_FILE,
     DEFAULT_STATE_DIR,
+    FLINK_SERVICES,
     LocalStack,
     LocalStackError,
     ProcessRecord,
@@ -20,6 +21,7 @@ from blogflow.local.stack import (
 __all__ = [
     "ALL_SERVICES",
     "DEFAULT_ENV_FILE",
+    "FLINK_SERVICES",
     "DEFAULT_STATE_DIR",
     "LocalStack",
     "LocalStackError",

@@ -18,6 +18,8 @@ import click
 from blogflow.local.stack import (
     ALL_SERVICES,
     DEFAULT_STATE_DIR,
+    FLINK_SERVICES,
+    FLINK_SLOTS,
     LocalStack,
     LocalStackError,
     load_env,
@@ -38,7 +40,8 @@ _STATE_DIR_OPTION = click.option(
 
 @click.group()
 def local() -> None:
-    """Run real servers (Redis, MongoDB, SQS/Kinesis, Pub/Sub, GitHub) on free loopback ports."""
+    """Run real servers (Redis, MongoDB, SQS/Kinesis, Pub/Sub, GitHub, Flink) on free loopback
+    ports."""
 
 
 @local.command()
@@ -55,9 +58,18 @@ def local() -> None:
     default=False,
     help="Do not start the Pub/Sub emulator (it is the slowest server to start).",
 )
-def up(env_file: Path | None, state_dir: Path, no_pubsub: bool) -> None:
+@click.option(
+    "--flink",
+    is_flag=True,
+    default=False,
+    help=f"Also start a standalone Flink cluster (a JobManager and a TaskManager with "
+    f"{FLINK_SLOTS} slots): run jobs on it with --runner flink --flink_master $FLINK_MASTER.",
+)
+def up(env_file: Path | None, state_dir: Path, no_pubsub: bool, flink: bool) -> None:
     """Start the servers in the background and write the env file."""
     services = [name for name in ALL_SERVICES if not (no_pubsub and name == "pubsub")]
+    if flink:
+        services += FLINK_SERVICES
     stack = LocalStack(state_dir=state_dir, env_file=env_file, services=services)
     try:
         stack.up()
@@ -68,10 +80,10 @@ def up(env_file: Path | None, state_dir: Path, no_pubsub: bool) -> None:
     for name, address in stack.addresses.items():
         record = stack.records[name]
         click.echo(
-            f"{name:<8} {address:<30} pid {record.pid:<7} up in {record.startup_seconds:.2f} s"
+            f"{name:<17} {address:<30} pid {record.pid:<7} up in {record.startup_seconds:.2f} s"
         )
     for name, reason in stack.skipped.items():
-        click.echo(f"{name:<8} skipped: {reason}")
+        click.echo(f"{name:<17} skipped: {reason}")
     click.echo(f"env file: {stack.env_file}")
     where = f" --state-dir {state_dir}" if state_dir != DEFAULT_STATE_DIR else ""
     click.echo(f"load it:  eval \"$(blogflow local env{where} | sed 's/^/export /')\"")
@@ -98,7 +110,7 @@ def down(state_dir: Path, timeout: float) -> None:
         click.echo(f"No local stack is recorded in {state_dir}.")
         return
     for name, outcome in outcomes.items():
-        click.echo(f"{name:<8} {outcome}")
+        click.echo(f"{name:<17} {outcome}")
 
 
 @local.command()

@@ -3,9 +3,12 @@
 `LocalStack` starts ``redis-server``, ``nx-27017`` (a MongoDB wire-protocol server),
 ``moto_server`` (SQS, Kinesis, DynamoDB, ...), the GitHub stand-in, the WebSocket notifier
 (once Redis answers) and, where it is installed, the Google Cloud Pub/Sub emulator, each
-as a child process in its own session on a free ``127.0.0.1`` port. A stack with the
-notifier also gets a ``BLOGFLOW_SECRET_KEY`` (the environment's, else a fresh random one),
-which signs browser tokens and encrypts linked GitHub tokens.
+as a child process in its own session on a free ``127.0.0.1`` port. Asked for
+(`FLINK_SERVICES`), it also starts a standalone Flink cluster: a JobManager (its REST
+port and web UI are the ``flink`` service's, ``FLINK_MASTER`` in the env file) and one
+TaskManager with `FLINK_SLOTS` slots, from the distribution ``make runners`` installed.
+A stack with the notifier also gets a ``BLOGFLOW_SECRET_KEY`` (the environment's, else a
+fresh random one), which signs browser tokens and encrypts linked GitHub tokens.
 It waits until every server answers a real request, then writes two files into its state
 directory (``.blogflow/`` by default):
 
@@ -45,6 +48,9 @@ from types import TracebackType
 
 __all__ = [
     "ALL_SERVICES",
+    "FLINK_SERVICES",
+    "FLINK_SLOTS",
+    "KNOWN_SERVICES",
     "DEFAULT_ENV_FILE",
     "DEFAULT_STATE_DIR",
     "PUBSUB_EMULATOR_PATH",
@@ -67,6 +73,11 @@ PUBSUB_EMULATOR_PATH = Path(
     "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
 )
 ALL_SERVICES: tuple[str, ...] = ("redis", "mongo", "moto", "pubsub", "github", "notifier")
+#: The standalone Flink cluster: started only when asked for (``local up --flink``).
+FLINK_SERVICES: tuple[str, ...] = ("flink", "flink-taskmanager")
+KNOWN_SERVICES: tuple[str, ...] = ALL_SERVICES + FLINK_SERVICES
+#: Task slots of the cluster's TaskManager: parallelism 2 on one TaskManager.
+FLINK_SLOTS = 2
 _SECRET_KEY_VARIABLE = "BLOGFLOW_SECRET_KEY"
 
 _HOST = "127.0.0.1"
@@ -90,7 +101,7 @@ class ProcessRecord:
     """One server process started by `LocalStack`, as stored in the state file.
 
     Attributes:
-        service: The service name, one of `ALL_SERVICES`.
+        service: The service name, one of `KNOWN_SERVICES`.
         pid: The process id.
         port: The loopback port the server listens on.
         cmdline: The process's command line as the kernel reported it once the server
@@ -339,6 +350,75 @@ def _notifier_command(port: int, state_dir: Path) -> list[str]:
     ]
 
 
+def _flink_conf_dir(state_dir: Path) -> Path:
+    return (state_dir / "flink" / "conf").resolve()
+
+
+def _flink_script(script: str, state_dir: Path, *args: str) -> list[str]:
+    # Imported here: the rest of the stack does not need Flink installed.
+    from blogflow.runners.flink import FlinkNotFound, flink_home
+
+    try:
+        home = flink_home()
+    except FlinkNotFound as error:
+        raise LocalStackError(str(error)) from error
+    logs = (state_dir / "logs").resolve()
+    # env(1) and Flink's scripts exec, so the pid recorded is the JVM's.
+    return [
+        "env",
+        f"FLINK_CONF_DIR={_flink_conf_dir(state_dir)}",
+        f"FLINK_LOG_DIR={logs}",
+        str(home / "bin" / script),
+        "start-foreground",
+        *args,
+    ]
+
+
+def _flink_jobmanager_command(port: int, state_dir: Path) -> list[str]:
+    """A JobManager whose REST API and web UI are on ``port``; its configuration (also the
+    TaskManager's) is written to ``<state_dir>/flink/conf``: every address loopback, every
+    other port free or chosen by Flink, small memory sizes."""
+    conf = _flink_conf_dir(state_dir)
+    conf.mkdir(parents=True, exist_ok=True)
+    with socket.socket() as probe:  # the RPC port: free now, given to Flink
+        probe.bind((_HOST, 0))
+        rpc_port = probe.getsockname()[1]
+    settings = {
+        "jobmanager.rpc.address": _HOST,
+        "jobmanager.rpc.port": rpc_port,
+        "jobmanager.bind-host": _HOST,
+        "jobmanager.memory.process.size": "1024m",
+        "taskmanager.bind-host": _HOST,
+        "taskmanager.host": _HOST,
+        "taskmanager.numberOfTaskSlots": FLINK_SLOTS,
+        "taskmanager.memory.process.size": "1728m",
+        "rest.address": _HOST,
+        "rest.bind-address": _HOST,
+        "rest.port": port,
+        "parallelism.default": 1,
+        "blob.server.port": "0",
+        "taskmanager.data.port": 0,
+    }
+    command = _flink_script("jobmanager.sh", state_dir)
+    (conf / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in settings.items()))
+    home = Path(command[3]).parent.parent
+    for name in ("log4j-console.properties", "logback-console.xml"):  # Flink's console logs
+        shutil.copyfile(home / "conf" / name, conf / name)
+    return command
+
+
+def _probe_flink(port: int) -> None:
+    status, body = _http_get(f"http://{_HOST}:{port}/overview")
+    if status != 200:
+        raise LocalStackError(f"the Flink JobManager answered HTTP {status}: {body[:200]!r}")
+    json.loads(body)
+
+
+def _flink_taskmanager_command(port: int, state_dir: Path) -> list[str]:
+    # The JobManager's configuration, and this TaskManager's RPC port: what it answers on.
+    return _flink_script("taskmanager.sh", state_dir, "-D", f"taskmanager.rpc.port={port}")
+
+
 def _durable(name: str, command: list[str], state_dir: Path) -> list[str]:
     """A Redis or MongoDB command line that keeps the data on disk instead."""
     if name == "redis":
@@ -408,6 +488,23 @@ _SERVICES: dict[str, _ServiceSpec] = {
         env=lambda port: {"NOTIFIER_URL": f"http://{_HOST}:{port}"},
         address=lambda port: f"http://{_HOST}:{port}",
         after=("redis",),
+    ),
+    "flink": _ServiceSpec(
+        name="flink",
+        command=_flink_jobmanager_command,
+        probe=_probe_flink,
+        env=lambda port: {"FLINK_MASTER": f"{_HOST}:{port}"},
+        address=lambda port: f"http://{_HOST}:{port}",
+        deadline_seconds=60.0,
+    ),
+    "flink-taskmanager": _ServiceSpec(
+        name="flink-taskmanager",
+        command=_flink_taskmanager_command,
+        probe=lambda port: None,  # its RPC port answers once it runs; it then registers
+        env=lambda port: {},
+        address=lambda port: f"{_HOST}:{port}",
+        deadline_seconds=60.0,
+        after=("flink",),
     ),
 }
 
@@ -623,7 +720,7 @@ class LocalStack:
     Args:
         state_dir: Directory for the state file, the logs and the servers' files.
         env_file: Where to write the env file; ``<state_dir>/local.env`` by default.
-        services: Which of `ALL_SERVICES` to start; all by default. The Pub/Sub
+        services: Which of `KNOWN_SERVICES` to start; `ALL_SERVICES` by default. The Pub/Sub
             emulator is skipped, with a logged reason, where it is not installed.
         start_timeout: Seconds each server gets to answer; by default 30 s, and 60 s
             for the Java Pub/Sub emulator.
@@ -644,9 +741,9 @@ class LocalStack:
         self.durable = durable
         self.env_file = Path(env_file) if env_file is not None else self.state_dir / "local.env"
         requested = tuple(ALL_SERVICES if services is None else dict.fromkeys(services))
-        unknown = [name for name in requested if name not in ALL_SERVICES]
+        unknown = [name for name in requested if name not in KNOWN_SERVICES]
         if unknown:
-            raise ValueError(f"unknown services {unknown}; choose from {list(ALL_SERVICES)}")
+            raise ValueError(f"unknown services {unknown}; choose from {list(KNOWN_SERVICES)}")
         if not requested:
             raise ValueError("services must name at least one service")
         self.services: tuple[str, ...] = requested
