@@ -24,6 +24,7 @@ from apache_beam.options.pipeline_options import (
 )
 
 from blogflow.runners import RunnerError
+from blogflow.runners.dataflow import check_dataflow
 from blogflow.runners.prism import prism_binary, shared_job_server
 
 __all__ = [
@@ -60,6 +61,7 @@ _BEAM_RUNNERS = {
 }
 
 _PRISM_RUNNER = "apache_beam.runners.portability.prism_runner.PrismRunner"
+_DATAFLOW_RUNNER = "apache_beam.runners.dataflow.dataflow_runner.DataflowRunner"
 #: Prism's experiment that stops it splitting a running splittable read (see
 #: :func:`configure_runner`).
 _NO_SDF_SPLIT = "prism_disable_sdf_split"
@@ -146,10 +148,15 @@ def configure_runner(options: PipelineOptions) -> None:
     Raises:
         UnknownRunner: The runner is not one Beam knows (see :func:`runner_class_path`).
         PrismNotFound: It is Prism and no Prism binary is there.
+        DataflowNotReady: It is Dataflow and a flag, the credentials or the Google Cloud
+            extras are missing (:func:`~blogflow.runners.dataflow.check_dataflow`).
     """
     standard = options.view_as(StandardOptions)
     if not isinstance(standard.runner, str):
         return  # a runner object, given by code: its caller set it up
+    if runner_class_path(standard.runner) == _DATAFLOW_RUNNER:
+        check_dataflow(options)  # flags, credentials, extras: one line before Beam hangs
+        return
     if runner_class_path(standard.runner) != _PRISM_RUNNER:
         return
     prism = options.view_as(PrismRunnerOptions)
