@@ -55,6 +55,7 @@ from blogflow.runners.profiles import (
     PROFILES,
     UnknownRunner,
     configure_runner,
+    finalizes_bundles,
     resolve_runner,
     runner_class_path,
     runs_splittable_dofns,
@@ -562,6 +563,16 @@ def parse_pipeline_args(
             raise SystemExit(
                 f"{prog}: {standard.runner} cannot read {scheme}:// sources (they are "
                 "Splittable DoFns): use --runner prism, or fnapi for a bounded run"
+            )
+    if source and not finalizes_bundles(options):
+        scheme, _ = parse_source(source)
+        if scheme in ("sqs", "pubsub"):
+            # The reader deletes (acks) in bundle finalization, which portable Flink runs
+            # only in streaming (apache/beam#19526): a batch job would fail on Flink.
+            raise SystemExit(
+                f"{prog}: {standard.runner} does not finalize bundles in a batch job, so "
+                f"{scheme}:// messages could never be deleted: read it as a streaming job "
+                "(no --drain, --max-records or --max-read-time), or drain with --runner fnapi"
             )
     if standard.streaming and standard.runner == DEFAULT_RUNNER:
         _LOGGER.warning(

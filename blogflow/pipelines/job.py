@@ -32,7 +32,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from blogflow.options import parse_pipeline_args
-from blogflow.runners.profiles import start_runner_services
+from blogflow.runners.profiles import cancel_job, start_runner_services
 
 __all__ = ["Build", "Job", "JobStopped"]
 
@@ -123,7 +123,7 @@ class Job:
         """
         pipeline = self.pipeline(sys.argv[1:] if argv is None else argv)
         start_runner_services(pipeline.options)
-        with _stopped_by_signals(self.prog) as stop:
+        with _stopped_by_signals(self.prog, pipeline.options) as stop:
             result = pipeline.run()
             stop.running(result)
             result.wait_until_finish()
@@ -142,8 +142,9 @@ class Job:
 class _Stop:
     """What a stop signal does while a job runs: cancel it, or interrupt this process."""
 
-    def __init__(self, prog: str) -> None:
+    def __init__(self, prog: str, options: PipelineOptions) -> None:
         self._prog = prog
+        self._options = options
         self._started = time.monotonic()
         self._result: PipelineResult | None = None
         self.signum: int | None = None
@@ -165,10 +166,7 @@ class _Stop:
     def _cancel(self) -> None:
         assert self._result is not None
         _quiet_shutdown()
-        try:
-            self._result.cancel()
-        except Exception as error:  # noqa: BLE001 - the runner may be gone already
-            _LOGGER.debug("Cancelling the job failed: %s", error)
+        cancel_job(self._result, self._options)
 
     def raise_if_stopped(self) -> None:
         """Raises :class:`JobStopped` if a signal came and the job did not finish anyway."""
@@ -204,10 +202,10 @@ def _state(result: PipelineResult) -> str | None:
 
 
 @contextlib.contextmanager
-def _stopped_by_signals(prog: str) -> Iterator[_Stop]:
+def _stopped_by_signals(prog: str, options: PipelineOptions) -> Iterator[_Stop]:
     """Routes SIGINT and SIGTERM to a :class:`_Stop` while the job runs (main thread only),
     turning the interrupt or the cancelled run into :class:`JobStopped`."""
-    stop = _Stop(prog)
+    stop = _Stop(prog, options)
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return

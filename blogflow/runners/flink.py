@@ -28,17 +28,22 @@ own pins (an old apache-beam) would conflict with blogflow's.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
 import sysconfig
+import urllib.error
+import urllib.request
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from blogflow.runners import RunnerError
+from blogflow.runners._server import free_port, serve
 
 __all__ = [
     "FLINK_DIST_VERSION",
@@ -47,9 +52,11 @@ __all__ = [
     "JOB_SERVER_BEAM_VERSION",
     "JOB_SERVER_MAIN",
     "FlinkNotFound",
+    "cancel_cluster_job",
     "flink_cache",
     "flink_home",
     "install",
+    "job_server",
     "job_server_jar",
 ]
 
@@ -133,6 +140,89 @@ def flink_home(cache: Path | None = None) -> Path:
             f"no Flink {FLINK_DIST_VERSION} distribution at {home}: run `make runners`"
         )
     return home
+
+
+#: Seconds the job server's JVM has to listen.
+_START_SECONDS = 60.0
+
+
+@contextlib.contextmanager
+def job_server(master: str = "[local]", jar: Path | None = None) -> Iterator[str]:
+    """Runs the Flink job server for ``master`` (a cluster's REST ``HOST:PORT`` or
+    ``[local]``, Flink's embedded cluster) for the duration of the block; yields its
+    endpoint, ``localhost:PORT``, for ``--job_endpoint``: jobs that share it skip the JVM
+    start Beam's ``FlinkRunner`` makes for each job.
+
+    Raises:
+        FlinkNotFound: There is no job server jar, or it did not listen within 60 s.
+    """
+    jar = jar or job_server_jar()
+    java = shutil.which("java")
+    if java is None:
+        raise FlinkNotFound("java is not on PATH: the Flink job server needs Java 11 or 17")
+    port = free_port()
+    command = [
+        java,
+        "-jar",
+        str(jar),
+        "--flink-master",
+        master,
+        "--job-port",
+        str(port),
+        "--artifact-port",
+        "0",
+        "--expansion-port",
+        "0",
+    ]
+    with serve(
+        command,
+        port,
+        name="flink-job-server",
+        logger=_LOGGER,
+        error=FlinkNotFound,
+        start_seconds=_START_SECONDS,
+    ) as endpoint:
+        yield endpoint
+
+
+def _rest(master: str, path: str, method: str = "GET", timeout: float = 5.0) -> object:
+    base = master if "://" in master else f"http://{master}"
+    request = urllib.request.Request(base.rstrip("/") + path, method=method)
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        body = response.read()
+    return json.loads(body) if body else None
+
+
+def cancel_cluster_job(master: str, job_id: str) -> bool:
+    """Cancels, over the cluster's REST API, the Flink job that runs the Beam job ``job_id``.
+
+    Beam's job server stops only its own client when a job on a cluster is cancelled; the
+    job itself would go on on the cluster (restarting without its SDK harness, holding its
+    slots). Its Flink name is the Beam job id up to the first ``_``.
+
+    Returns:
+        Whether a running job of that name was found and cancelled.
+    """
+    name = job_id.split("_", 1)[0]
+    try:
+        overview = _rest(master, "/jobs/overview")
+        assert isinstance(overview, dict)
+        running = [
+            job["jid"]
+            for job in overview.get("jobs", ())
+            if job.get("name") == name and job.get("state") not in _ENDED
+        ]
+        for jid in running:
+            _rest(master, f"/jobs/{jid}?mode=cancel", method="PATCH")
+            _LOGGER.info("Cancelled Flink job %s (%s) on %s", jid, name, master)
+    except (OSError, ValueError, AssertionError, urllib.error.URLError) as error:
+        _LOGGER.warning("Could not cancel the Flink job %s on %s: %s", name, master, error)
+        return False
+    return bool(running)
+
+
+#: Flink job states after which there is nothing to cancel.
+_ENDED = frozenset({"FINISHED", "CANCELED", "FAILED"})
 
 
 def _run(command: Sequence[str], what: str, cwd: Path | None = None) -> None:

@@ -26,7 +26,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -37,6 +36,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from blogflow.runners import RunnerError
+from blogflow.runners._server import free_port, serve
 
 __all__ = [
     "PRISM_ENV",
@@ -69,7 +69,6 @@ _LOGGER = logging.getLogger(__name__)
 
 #: Seconds a started Prism has to accept connections, and to stop once asked.
 _START_SECONDS = 30.0
-_STOP_SECONDS = 10.0
 
 
 class PrismNotFound(RunnerError):
@@ -147,23 +146,6 @@ def prism_binary() -> Path:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _accepts(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-        return True
-    return False
-
-
-def _forward(stream: object, pid: int) -> None:
-    for line in stream:  # type: ignore[attr-defined]
-        _LOGGER.debug("prism[%d] %s", pid, line.rstrip())
-
-
 @contextlib.contextmanager
 def job_server(binary: Path | str) -> Iterator[str]:
     """Runs Prism's job server for the duration; yields its endpoint, ``localhost:PORT``.
@@ -175,37 +157,17 @@ def job_server(binary: Path | str) -> Iterator[str]:
     Raises:
         PrismNotFound: Prism did not start or did not listen within 30 s.
     """
-    port = _free_port()
+    port = free_port()
     command = [str(binary), "--job_port", str(port), "--serve_http=false", "--log_kind=text"]
-    process = subprocess.Popen(  # noqa: S603 - our own binary, no shell
+    with serve(
         command,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    threading.Thread(
-        target=_forward, args=(process.stdout, process.pid), name="prism-log", daemon=True
-    ).start()
-    try:
-        deadline = time.monotonic() + _START_SECONDS
-        while not _accepts(port):
-            if process.poll() is not None:
-                raise PrismNotFound(f"Prism ({binary}) exited at start with {process.returncode}")
-            if time.monotonic() > deadline:
-                raise PrismNotFound(f"Prism ({binary}) did not listen on port {port} in time")
-            time.sleep(0.05)
-        _LOGGER.info("Prism job server %s on localhost:%d (pid %d)", binary, port, process.pid)
-        yield f"localhost:{port}"
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(_STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        port,
+        name="prism",
+        logger=_LOGGER,
+        error=PrismNotFound,
+        start_seconds=_START_SECONDS,
+    ) as endpoint:
+        yield endpoint
 
 
 _shared_lock = threading.Lock()

@@ -4,35 +4,48 @@ Beam's default DirectRunner first tries to download the Prism binary; blogflow n
 on it. Batch jobs and drains default to ``FnApiRunner``, streaming jobs to ``prism``: the
 Prism binary ``make runners`` built (:mod:`blogflow.runners.prism`), passed to Beam with
 ``--prism_location``; ``direct`` (``BundleBasedDirectRunner``) runs TestStream but no
-Splittable DoFn, so none of blogflow's queue, stream and file sources; clusters take
-Beam's own runner names or these profiles. An unknown name is an error before anything
-runs (:func:`configure_runner`).
+Splittable DoFn, so none of blogflow's queue, stream and file sources; ``flink`` runs on
+the job server ``make runners`` fetched (:mod:`blogflow.runners.flink`), on Flink's
+embedded cluster (``--flink_master=[local]``, the default) or a cluster's REST address.
+Clusters take Beam's own runner names or these profiles. An unknown name is an error
+before anything runs (:func:`configure_runner`); so is Dask (:data:`REMOVED`).
 """
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import importlib.util
+import logging
 import re
+from urllib.parse import urlparse
 
 from apache_beam.options.pipeline_options import (
     DebugOptions,
+    FlinkRunnerOptions,
     PipelineOptions,
     PortableOptions,
     PrismRunnerOptions,
     StandardOptions,
 )
+from apache_beam.runners.runner import PipelineResult
 
 from blogflow.runners import RunnerError
 from blogflow.runners.dataflow import check_dataflow
+from blogflow.runners.flink import FLINK_VERSION, cancel_cluster_job, job_server_jar
 from blogflow.runners.prism import prism_binary, shared_job_server
 
 __all__ = [
     "DEFAULT_RUNNER",
     "DEFAULT_STREAMING_RUNNER",
+    "FLINK_CHECKPOINT_MS",
     "PROFILES",
+    "REMOVED",
+    "FlinkOptions",
     "UnknownRunner",
+    "cancel_job",
     "configure_runner",
+    "finalizes_bundles",
     "resolve_runner",
     "runner_class_path",
     "start_runner_services",
@@ -50,7 +63,6 @@ PROFILES: dict[str, str] = {
     "fnapi": "FnApiRunner",
     "direct": "BundleBasedDirectRunner",
     "prism": "PrismRunner",
-    "dask": "apache_beam.runners.dask.dask_runner.DaskRunner",
     "flink": "FlinkRunner",
     "dataflow": "DataflowRunner",
 }
@@ -60,8 +72,27 @@ _BEAM_RUNNERS = {
     path.rsplit(".", 1)[-1].lower(): path for path in StandardOptions.ALL_KNOWN_RUNNERS
 }
 
+#: Runners blogflow refused, by class path, with the one line that says why.
+REMOVED: dict[str, str] = {
+    "apache_beam.runners.dask.dask_runner.DaskRunner": (
+        "Beam's DaskRunner cannot run blogflow: it computes only the last sink of a "
+        "pipeline, sends every element to every tagged output (so good events reach the "
+        "dead letters), drops what a DoFn emits in finish_bundle and skips transforms it "
+        "does not know; use --runner flink (a cluster) or fnapi (one machine)"
+    ),
+}
+
+#: Milliseconds between Flink checkpoints in a streaming job when none is given: Flink
+#: finalizes a bundle (SQS deletes, Pub/Sub acks) only once a checkpoint holding it
+#: completes, so a streaming job without checkpoints would never delete a message.
+FLINK_CHECKPOINT_MS = 2000
+
 _PRISM_RUNNER = "apache_beam.runners.portability.prism_runner.PrismRunner"
 _DATAFLOW_RUNNER = "apache_beam.runners.dataflow.dataflow_runner.DataflowRunner"
+_FLINK_RUNNER = "apache_beam.runners.portability.flink_runner.FlinkRunner"
+#: Flink masters that the job server starts or finds itself.
+_FLINK_MAGIC_MASTERS = ("[local]", "[auto]")
+_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 #: Prism's experiment that stops it splitting a running splittable read (see
 #: :func:`configure_runner`).
 _NO_SDF_SPLIT = "prism_disable_sdf_split"
@@ -72,11 +103,55 @@ _NO_SPLITTABLE_DOFNS = frozenset(
     }
 )
 
+_LOGGER = logging.getLogger(__name__)
+
 _DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 
 
 class UnknownRunner(RunnerError):
-    """``--runner`` names no profile, no Beam runner and no importable runner class."""
+    """``--runner`` names no profile, no Beam runner and no importable runner class, or a
+    runner blogflow refuses (:data:`REMOVED`)."""
+
+
+class FlinkOptions(PipelineOptions):
+    """Options of Beam's Flink runner that its job server reads (Java's
+    ``FlinkPipelineOptions``), declared so that blogflow's parser knows them: Beam's Python
+    SDK asks the job server for them only once the job is submitted."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("flink")
+        group.add_argument(
+            "--flink-master",
+            dest="flink_master_address",
+            default=None,
+            help="the Flink cluster's REST address, HOST:PORT ($FLINK_MASTER of `blogflow "
+            "local up --flink`), or [local] for Flink's embedded cluster (the default)",
+        )
+        group.add_argument(
+            "--checkpointing_interval",
+            "--checkpointing-interval",
+            dest="checkpointing_interval",
+            type=int,
+            default=None,
+            help="milliseconds between Flink checkpoints; a streaming job on Flink gets "
+            f"{FLINK_CHECKPOINT_MS} when none is given (bundles, and so SQS deletes and "
+            "Pub/Sub acks, are finalized only when a checkpoint completes)",
+        )
+        group.add_argument(
+            "--state_backend",
+            "--state-backend",
+            dest="state_backend",
+            default=None,
+            help="Flink state backend of a streaming job: rocksdb, filesystem or hashmap",
+        )
+        group.add_argument(
+            "--state_backend_storage_path",
+            "--state-backend-storage-path",
+            dest="state_backend_storage_path",
+            default=None,
+            help="where the Flink state backend keeps checkpoints, e.g. file:///var/ckpt",
+        )
 
 
 def resolve_runner(name: str | None) -> str:
@@ -93,7 +168,7 @@ def runner_class_path(name: str) -> str:
     """The full class path of a Beam runner name, as Beam's ``create_runner`` reads it.
 
     Beam's short names (any case, ``Runner`` optional: ``PrismRunner``, ``spark``) and full
-    class paths (``apache_beam.runners.dask.dask_runner.DaskRunner``, whose module must be
+    class paths (``apache_beam.runners.spark_runner.SparkRunner``, whose module must be
     found; it is not imported, so a runner whose extras are missing still fails in Beam)
     are accepted.
 
@@ -102,6 +177,10 @@ def runner_class_path(name: str) -> str:
     """
     lower = name.lower()
     known = _BEAM_RUNNERS.get(lower) or _BEAM_RUNNERS.get(lower + "runner")
+    if known is None and lower in ("dask", "daskrunner"):
+        known = next(iter(REMOVED))
+    if known in REMOVED or name in REMOVED:
+        raise UnknownRunner(f"--runner {name}: {REMOVED[known or name]}")
     if known:
         return known
     if _DOTTED.fullmatch(name):
@@ -157,7 +236,11 @@ def configure_runner(options: PipelineOptions) -> None:
     if runner_class_path(standard.runner) == _DATAFLOW_RUNNER:
         check_dataflow(options)  # flags, credentials, extras: one line before Beam hangs
         return
-    if runner_class_path(standard.runner) != _PRISM_RUNNER:
+    path = runner_class_path(standard.runner)
+    if path == _FLINK_RUNNER:
+        _configure_flink(options)
+        return
+    if path != _PRISM_RUNNER:
         return
     prism = options.view_as(PrismRunnerOptions)
     if not prism.prism_location:
@@ -168,6 +251,72 @@ def configure_runner(options: PipelineOptions) -> None:
     debug = options.view_as(DebugOptions)
     if not debug.lookup_experiment(_NO_SDF_SPLIT):
         debug.add_experiment(_NO_SDF_SPLIT)
+
+
+def _is_local_flink(master: str) -> bool:
+    if master in _FLINK_MAGIC_MASTERS:
+        return True
+    url = urlparse(master if "://" in master else f"http://{master}")
+    return url.hostname in _LOOPBACK_HOSTS
+
+
+def _configure_flink(options: PipelineOptions) -> None:
+    """Flink: the job server :mod:`blogflow.runners.flink` fetched (a
+    ``--flink_job_server_jar`` given wins) for its Flink minor; an SDK harness in this
+    process (``LOOPBACK``) when the cluster is on this machine and no environment is given;
+    a checkpoint every :data:`FLINK_CHECKPOINT_MS` in a streaming job; the job named after
+    the pipeline in Flink's web UI."""
+    flink = options.view_as(FlinkRunnerOptions)
+    checkpoints = options.view_as(FlinkOptions)
+    if checkpoints.flink_master_address:  # --flink-master, as blogflow spells flags
+        flink.flink_master = checkpoints.flink_master_address
+    if not flink.flink_job_server_jar and not flink.flink_submit_uber_jar:
+        flink.flink_job_server_jar = str(job_server_jar())
+        flink.flink_version = FLINK_VERSION
+    portable = options.view_as(PortableOptions)
+    if (
+        not portable.environment_type
+        and not portable.output_executable_path
+        and _is_local_flink(flink.flink_master)
+    ):
+        portable.environment_type = "LOOPBACK"
+    if options.view_as(StandardOptions).streaming and checkpoints.checkpointing_interval is None:
+        checkpoints.checkpointing_interval = FLINK_CHECKPOINT_MS
+
+
+def cancel_job(result: PipelineResult, options: PipelineOptions) -> None:
+    """Cancels a running job: ``result.cancel()``, and on a Flink cluster the cluster's own
+    job too (:func:`~blogflow.runners.flink.cancel_cluster_job`), which Beam's Flink job
+    server leaves running."""
+    try:
+        result.cancel()
+    except Exception as error:  # noqa: BLE001 - the runner may be gone already
+        _LOGGER.debug("Cancelling the job failed: %s", error)
+    standard = options.view_as(StandardOptions)
+    if not isinstance(standard.runner, str) or runner_class_path(standard.runner) != _FLINK_RUNNER:
+        return
+    master = options.view_as(FlinkRunnerOptions).flink_master
+    job_id = getattr(result, "_job_id", None)  # PortableRunner's result keeps it there
+    if master not in _FLINK_MAGIC_MASTERS and isinstance(job_id, str):
+        cancel_cluster_job(master, job_id)
+
+
+def finalizes_bundles(options: PipelineOptions) -> bool:
+    """Whether the options' runner finalizes bundles (calls what a DoFn registered with
+    ``BundleFinalizerParam`` once the bundle's output is committed).
+
+    Portable Flink does so only in a streaming job, after a checkpoint
+    (apache/beam#12952), and fails a batch job whose DoFn asks for it
+    (apache/beam#19526); FnApiRunner, Prism and Dataflow finalize every bundle.
+    """
+    standard = options.view_as(StandardOptions)
+    if not isinstance(standard.runner, str):
+        return True
+    try:
+        path = runner_class_path(standard.runner)
+    except UnknownRunner:
+        return True
+    return not (path == _FLINK_RUNNER and not standard.streaming)
 
 
 def start_runner_services(options: PipelineOptions) -> None:

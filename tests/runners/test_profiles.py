@@ -8,6 +8,7 @@ import sys
 import pytest
 from apache_beam.options.pipeline_options import (
     DebugOptions,
+    FlinkRunnerOptions,
     PipelineOptions,
     PortableOptions,
     PrismRunnerOptions,
@@ -16,16 +17,31 @@ from apache_beam.options.pipeline_options import (
 
 from blogflow.options import SourceOptions, parse_pipeline_args
 from blogflow.runners import profiles
+from blogflow.runners.flink import FLINK_VERSION, FlinkNotFound
 from blogflow.runners.prism import PrismNotFound
-from blogflow.runners.profiles import PROFILES, UnknownRunner, configure_runner, resolve_runner
+from blogflow.runners.profiles import (
+    FLINK_CHECKPOINT_MS,
+    PROFILES,
+    FlinkOptions,
+    UnknownRunner,
+    configure_runner,
+    resolve_runner,
+)
 
 FAKE_PRISM = "/opt/fake/prism"
+FAKE_JOB_SERVER = "/opt/fake/flink-job-server.jar"
 
 
 @pytest.fixture
 def prism_here(monkeypatch):
     """prism_binary() answers FAKE_PRISM, whatever is built."""
     monkeypatch.setattr(profiles, "prism_binary", lambda: FAKE_PRISM)
+
+
+@pytest.fixture
+def flink_here(monkeypatch):
+    """job_server_jar() answers FAKE_JOB_SERVER, whatever is fetched."""
+    monkeypatch.setattr(profiles, "job_server_jar", lambda: FAKE_JOB_SERVER)
 
 
 def parse(*argv, source="file:///tmp/none.jsonl"):
@@ -40,17 +56,15 @@ def parse(*argv, source="file:///tmp/none.jsonl"):
 @pytest.mark.parametrize(
     "name",
     [
-        *PROFILES,
+        *(name for name in PROFILES if name != "dataflow"),  # tests/runners/test_dataflow.py
         "PRISM",
         "PrismRunner",
-        "DataflowRunner",
-        "dataflowrunner",
+        "FlinkRunner",
         "spark",
-        "apache_beam.runners.dask.dask_runner.DaskRunner",
         "apache_beam.runners.portability.fn_api_runner.FnApiRunner",
     ],
 )
-def test_profiles_and_beam_runner_names_are_accepted(name, prism_here):
+def test_profiles_and_beam_runner_names_are_accepted(name, prism_here, flink_here):
     source = "pubsub://events" if resolve_runner(name) == "BundleBasedDirectRunner" else None
     options = parse(f"--runner={name}", **({"source": source} if source else {}))
     assert options.view_as(StandardOptions).runner == resolve_runner(name)
@@ -62,11 +76,11 @@ def test_profiles_and_beam_runner_names_are_accepted(name, prism_here):
         (
             "prsim",
             "unknown --runner 'prsim': did you mean 'prism'? use a profile (fnapi, direct, "
-            "prism, dask, flink, dataflow), a Beam runner name (e.g. DataflowRunner) or a "
+            "prism, flink, dataflow), a Beam runner name (e.g. DataflowRunner) or a "
             "runner's full class name",
         ),
         ("Flinc", "unknown --runner 'Flinc': did you mean 'flink'? use a profile"),
-        ("zzz", "unknown --runner 'zzz': use a profile (fnapi, direct, prism, dask"),
+        ("zzz", "unknown --runner 'zzz': use a profile (fnapi, direct, prism, flink"),
         (
             "apache_beam.runners.daskk.dask_runner.DaskRunner",
             "unknown --runner 'apache_beam.runners.daskk.dask_runner.DaskRunner': there is no "
@@ -103,8 +117,68 @@ def test_what_the_user_gives_prism_wins(prism_here):
     assert options.view_as(PortableOptions).environment_type == "PROCESS"
 
 
+@pytest.mark.parametrize(
+    "name", ["dask", "DaskRunner", "apache_beam.runners.dask.dask_runner.DaskRunner"]
+)
+def test_dask_is_refused_in_one_line_saying_why(name):
+    with pytest.raises(SystemExit) as exited:
+        parse(f"--runner={name}")
+    message = str(exited.value.code)
+    assert message.startswith(f"blogflow run x: --runner {name}: Beam's DaskRunner cannot run")
+    assert "only the last sink" in message and "--runner flink" in message and "\n" not in message
+
+
+def test_flink_gets_the_projects_job_server_and_loopback_on_this_machine(flink_here):
+    for master in ([], ["--flink_master=[local]"], ["--flink-master=127.0.0.1:8081"]):
+        options = parse("--runner=flink", *master)
+        flink = options.view_as(FlinkRunnerOptions)
+        assert (flink.flink_job_server_jar, flink.flink_version) == (FAKE_JOB_SERVER, FLINK_VERSION)
+        assert options.view_as(PortableOptions).environment_type == "LOOPBACK"
+    assert parse("--runner=flink", "--flink-master=h:1").view_as(
+        FlinkRunnerOptions
+    ).flink_master == ("h:1")
+    # a remote cluster cannot reach a harness in this process: Beam's default (a container)
+    remote = parse("--runner=flink", "--flink_master=flink.internal:8081")
+    assert remote.view_as(PortableOptions).environment_type is None
+    mine = parse("--runner=flink", "--flink_job_server_jar=/my.jar", "--environment_type=PROCESS")
+    assert mine.view_as(FlinkRunnerOptions).flink_job_server_jar == "/my.jar"
+    assert mine.view_as(PortableOptions).environment_type == "PROCESS"
+
+
+def test_a_streaming_job_on_flink_checkpoints_so_that_bundles_are_finalized(flink_here):
+    streaming = parse("--runner=flink", source="sqs://q")
+    assert streaming.view_as(StandardOptions).streaming
+    assert streaming.view_as(FlinkOptions).checkpointing_interval == FLINK_CHECKPOINT_MS
+    given = parse("--runner=flink", "--checkpointing_interval=500", source="kinesis://s")
+    assert given.view_as(FlinkOptions).checkpointing_interval == 500
+    batch = parse("--runner=flink", "--drain", source="kinesis://s")
+    assert batch.view_as(FlinkOptions).checkpointing_interval is None
+
+
+@pytest.mark.parametrize("source", ["sqs://q --drain", "sqs://q --max-records=9"])
+def test_a_bounded_queue_read_on_flink_batch_is_refused_in_one_line(source, flink_here):
+    uri, *flags = source.split()
+    with pytest.raises(SystemExit) as exited:
+        parse("--runner=flink", *flags, source=uri)
+    assert exited.value.code == (
+        "blogflow run x: FlinkRunner does not finalize bundles in a batch job, so sqs:// "
+        "messages could never be deleted: read it as a streaming job (no --drain, "
+        "--max-records or --max-read-time), or drain with --runner fnapi"
+    )
+
+
+def test_flink_without_a_job_server_is_one_line(monkeypatch):
+    def missing():
+        raise FlinkNotFound("no Flink job server at /x.jar: run `make runners`")
+
+    monkeypatch.setattr(profiles, "job_server_jar", missing)
+    with pytest.raises(SystemExit) as exited:
+        parse("--runner=flink")
+    assert exited.value.code == "blogflow run x: no Flink job server at /x.jar: run `make runners`"
+
+
 def test_other_runners_are_left_alone(prism_here):
-    for name, source in ((None, "file:///x"), ("direct", "pubsub://e"), ("dataflow", "sqs://q")):
+    for name, source in ((None, "file:///x"), ("direct", "pubsub://e"), ("spark", "sqs://q")):
         options = parse(*([f"--runner={name}"] if name else []), source=source)
         assert options.view_as(PrismRunnerOptions).prism_location is None
         assert options.view_as(PortableOptions).environment_type is None
@@ -191,7 +265,7 @@ def test_the_command_line_says_it_in_one_line(tmp_path):
     assert done.stdout == ""
     assert done.stderr.splitlines() == [
         "blogflow run summing: unknown --runner 'prsim': did you mean 'prism'? use a profile "
-        "(fnapi, direct, prism, dask, flink, dataflow), a Beam runner name (e.g. "
+        "(fnapi, direct, prism, flink, dataflow), a Beam runner name (e.g. "
         "DataflowRunner) or a runner's full class name"
     ]
 
