@@ -194,8 +194,7 @@ class ConnectionOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
         aws = parser.add_argument_group(
-            "AWS (the clients of --notify apigateway; the sqs:// and kinesis:// readers do "
-            "not take these yet and use boto3's chain where they run)"
+            "AWS (every AWS client: the sqs:// and kinesis:// readers, --notify apigateway)"
         )
         aws.add_argument(
             "--aws-endpoint-url",

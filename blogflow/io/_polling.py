@@ -498,16 +498,21 @@ class AWSClientFn(beam.DoFn):
     """A DoFn that owns one boto3 client: made in ``setup()``, closed in ``teardown()``.
 
     Subclasses name the client's service in :attr:`service` and use ``self._client``.
+
+    Args:
+        aws_config: where the client connects, resolved at launch and pickled with the
+            DoFn; None: boto3's chain where the DoFn runs.
     """
 
     #: The boto3 service name of the client, e.g. ``"sqs"``.
     service: ClassVar[str]
 
-    def __init__(self) -> None:
+    def __init__(self, aws_config: aws.AwsConfig | None = None) -> None:
+        self._aws = aws_config
         self._client: Any = None
 
     def setup(self) -> None:
-        self._client = aws.make_client(self.service)
+        self._client = aws.make_client(self.service, aws=self._aws)
 
     def teardown(self) -> None:
         if self._client is not None:

@@ -771,6 +771,7 @@ class ReadFromKinesis(beam.PTransform):
         max_bundle_records: int = 1000,
         max_bundle_seconds: float = 5.0,
         poll_interval: float = 1.0,
+        aws: aws.AwsConfig | None = None,
     ) -> None:
         """
         Args:
@@ -786,6 +787,8 @@ class ReadFromKinesis(beam.PTransform):
             max_bundle_seconds: checkpoint after reading for this many seconds.
             poll_interval: seconds to wait before asking a caught-up shard again (Kinesis
                 allows 5 ``GetRecords`` calls per second and shard).
+            aws: the endpoint, region and credentials of the lister's and the readers'
+                Kinesis clients, pickled with them; None: boto3's chain where they run.
 
         Raises:
             ValueError: on a bad stream name or start position, or a bound that is not a
@@ -811,6 +814,7 @@ class ReadFromKinesis(beam.PTransform):
             max_bundle_seconds=max_bundle_seconds,
             poll_interval=poll_interval,
         )
+        self._aws = aws
 
     @property
     def bounded(self) -> bool:
@@ -818,11 +822,11 @@ class ReadFromKinesis(beam.PTransform):
         return has_bound(self._spec)
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[SourceRecord]:
-        read_fn = _ReadShardFn() if self.bounded else _ReadShardForeverFn()
+        read_fn = _ReadShardFn(self._aws) if self.bounded else _ReadShardForeverFn(self._aws)
         return (
             pbegin
             | "ReadSpec" >> beam.Create([self._spec])
-            | "ListShards" >> beam.ParDo(_ListShardsFn())
+            | "ListShards" >> beam.ParDo(_ListShardsFn(self._aws))
             | "SpreadShards" >> beam.Reshuffle()
             | "ReadShards" >> beam.ParDo(read_fn).with_output_types(SourceRecord)
         )

@@ -70,10 +70,9 @@ class ReadSource(beam.PTransform):
         max_records: stop after this many messages (queues, streams: split evenly over
             the stream's shards).
         max_read_time: stop reading after this many seconds (queues, streams).
-        aws: the AWS endpoint, region and credentials of ``sqs://`` and ``kinesis://``,
-            resolved at launch. Not yet handed to the readers: :class:`ReadFromSQS` and
-            :class:`ReadFromKinesis` take no client settings, so their workers use boto3's
-            chain (``AWS_ENDPOINT_URL``, ...) for now.
+        aws: the AWS endpoint, region and credentials of the ``sqs://`` and
+            ``kinesis://`` readers, resolved at launch and pickled with them; None leaves
+            them to boto3's chain where they run.
         pubsub_project: the project of a bare ``pubsub://`` subscription name.
         pubsub_emulator_host: ``HOST:PORT`` of a Pub/Sub emulator, for the pull reader.
     """
@@ -130,10 +129,12 @@ class ReadSource(beam.PTransform):
                 max_records=self._max_records,
                 max_read_time=self._max_read_time,
                 idle_timeout=self._idle_timeout if self._drain else None,
+                aws=self._aws,
             )
         return pbegin | "ReadFromSQS" >> ReadFromSQS(
             self._target,
             max_records=self._max_records,
             max_read_time=self._max_read_time,
             idle_timeout=self._idle_timeout if self._drain else None,
+            aws=self._aws,
         )

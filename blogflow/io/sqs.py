@@ -143,8 +143,8 @@ class _ReadQueueFn(AWSClientFn):
 
     service = "sqs"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, aws_config: aws.AwsConfig | None = None) -> None:
+        super().__init__(aws_config)
         self._urls: dict[str, str] = {}
 
     def setup(self) -> None:
@@ -388,6 +388,7 @@ class ReadFromSQS(beam.PTransform):
         wait_time_seconds: int = MAX_WAIT_TIME_SECONDS,
         max_bundle_records: int = 1000,
         max_bundle_seconds: float = 5.0,
+        aws: aws.AwsConfig | None = None,
     ) -> None:
         """
         Args:
@@ -399,6 +400,8 @@ class ReadFromSQS(beam.PTransform):
             max_bundle_records: checkpoint (end the bundle, delete its messages) after this
                 many messages.
             max_bundle_seconds: checkpoint after reading for this many seconds.
+            aws: the endpoint, region and credentials of the readers' SQS clients,
+                pickled with them; None: boto3's chain where they run.
 
         Raises:
             ValueError: on an empty queue name or a bound that is not a positive number.
@@ -429,6 +432,7 @@ class ReadFromSQS(beam.PTransform):
             max_bundle_records=max_bundle_records,
             max_bundle_seconds=max_bundle_seconds,
         )
+        self._aws = aws
 
     @property
     def bounded(self) -> bool:
@@ -436,7 +440,7 @@ class ReadFromSQS(beam.PTransform):
         return has_bound(self._spec)
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[SourceRecord]:
-        read_fn = _ReadQueueFn() if self.bounded else _ReadQueueForeverFn()
+        read_fn = _ReadQueueFn(self._aws) if self.bounded else _ReadQueueForeverFn(self._aws)
         return (
             pbegin
             | "ReadSpec" >> beam.Create([self._spec])

@@ -28,6 +28,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.display import DisplayData
 
 from blogflow.io import aws, sqs
+from blogflow.io.sources import ReadSource
 from blogflow.io.sqs import (
     ReadFromSQS,
     SendMessagesError,
@@ -140,6 +141,17 @@ class _FailAfter(beam.DoFn):
         if _SEEN[self._token] >= self._n:
             raise RuntimeError("downstream failure")
         yield element
+
+
+#: What points boto3's own chain at the local moto server.
+_AWS_VARIABLES = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_PROFILE",
+)
 
 
 def _name(url: str) -> str:
@@ -274,6 +286,35 @@ def test_self_checkpointing_reads_all_and_deletes_all(sqs_client, sqs_queue, run
     assert counter(result, "checkpoints") >= 12  # at least one per 5 messages
     assert_deleted_counted(result, runner, 60)  # one finalization per bundle
     assert queue_depth(sqs_client, sqs_queue) == (0, 0)
+
+
+def test_read_source_hands_the_aws_settings_to_the_readers(local_stack, sqs_queue, monkeypatch):
+    """The readers connect where ReadSource's AwsConfig says, with no AWS variable set
+    where they run (FnApiRunner runs them in this process)."""
+    env = local_stack.env
+    settings = aws.AwsConfig(
+        env["AWS_ENDPOINT_URL"],
+        env["AWS_DEFAULT_REGION"],
+        env["AWS_ACCESS_KEY_ID"],
+        env["AWS_SECRET_ACCESS_KEY"],
+    )
+    send_messages(sqs_queue, [f"m{i}" for i in range(5)])
+    for name in _AWS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+    def build(p):
+        records = p | "ReadSource" >> ReadSource(
+            f"sqs://{_name(sqs_queue)}", drain=True, idle_timeout=1, aws=settings
+        )
+        assert_that(
+            records | "Payloads" >> beam.Map(lambda r: r.payload),
+            equal_to([f"m{i}".encode() for i in range(5)]),
+        )
+
+    run(build)
 
 
 def test_a_missing_queue_fails_clearly(local_stack):
