@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 
 from apache_beam.options.pipeline_options import (
     DirectOptions,
+    FlinkRunnerOptions,
     PipelineOptions,
     PortableOptions,
     StandardOptions,
@@ -72,6 +73,7 @@ __all__ = [
     "parse_pipeline_args",
     "read_source",
     "resolve_key_source",
+    "sqs_readers",
     "workers_in_process",
 ]
 
@@ -125,6 +127,32 @@ class SourceOptions(PipelineOptions):
             default=None,
             help="stop reading after this many seconds",
         )
+        group.add_argument(
+            "--sqs-readers",
+            "--sqs_readers",
+            dest="sqs_readers",
+            type=int,
+            default=None,
+            help="readers polling an sqs:// queue in parallel, each its own element a "
+            "runner can put on any worker; --max-records is split over them (default: "
+            "--parallelism when it is set, else 1)",
+        )
+
+
+def sqs_readers(options: PipelineOptions) -> int:
+    """How many readers an ``sqs://`` source has: ``--sqs-readers``, else the job's
+    ``--parallelism`` (Beam's Flink option, -1 when unset) when it is positive, else 1.
+
+    Raises:
+        ValueError: ``--sqs-readers`` is below 1.
+    """
+    readers = options.view_as(SourceOptions).sqs_readers
+    if readers is not None:
+        if readers < 1:
+            raise ValueError(f"--sqs-readers must be at least 1, got {readers}")
+        return int(readers)
+    parallelism = options.view_as(FlinkRunnerOptions).parallelism
+    return int(parallelism) if parallelism is not None and parallelism > 0 else 1
 
 
 def read_source(options: PipelineOptions) -> ReadSource:
@@ -138,6 +166,7 @@ def read_source(options: PipelineOptions) -> ReadSource:
         idle_timeout=source.idle_timeout,
         max_records=source.max_records,
         max_read_time=source.max_read_time,
+        sqs_readers=sqs_readers(options),
         aws=settings.aws,
         pubsub_project=settings.pubsub_project,
         pubsub_emulator_host=settings.pubsub_emulator_host,

@@ -15,7 +15,8 @@ that are the same for both:
 - :class:`FinalizedTally`: what finalization callbacks did (deletes, acks), held until a
   later bundle can report it as metrics;
 - :class:`AWSClientFn`, a DoFn that owns one boto3 client;
-- :func:`backoff` and :func:`check_positive`, for retries and argument checks;
+- :func:`backoff`, :func:`check_positive` and :func:`split_evenly`, for retries,
+  argument checks and a bound shared by several readers;
 - :func:`batches`, which cuts a producer's items into batch calls limited in count and
   bytes.
 
@@ -59,6 +60,7 @@ __all__ = [
     "check_positive",
     "has_bound",
     "next_step",
+    "split_evenly",
 ]
 
 #: How far behind the wall clock the watermark stays while a reader is idle: the service
@@ -97,6 +99,17 @@ def check_positive(name: str, value: float | None, *, integer: bool = False) -> 
         raise ValueError(f"{name} must be {kind}, got {value!r}")
     if not value > 0 or math.isinf(value):
         raise ValueError(f"{name} must be positive and finite, got {value!r}")
+
+
+def split_evenly(total: int | None, parts: int) -> list[int | None]:
+    """``total`` spread over ``parts`` readers: the first ``total % parts`` get one more.
+
+    A bound of None (no bound) gives every part None.
+    """
+    if total is None:
+        return [None] * parts
+    share, extra = divmod(total, parts)
+    return [share + (1 if index < extra else 0) for index in range(parts)]
 
 
 def backoff(attempt: int, *, base: float, cap: float) -> float:

@@ -69,6 +69,7 @@ from blogflow.io._polling import (
     check_positive,
     has_bound,
     next_step,
+    split_evenly,
 )
 
 __all__ = [
@@ -253,14 +254,6 @@ def _list_shards(client: Any, stream: str, page_size: int = _SHARD_PAGE_SIZE) ->
 
 def _is_closed(shard: dict[str, Any]) -> bool:
     return "EndingSequenceNumber" in shard.get("SequenceNumberRange", {})
-
-
-def _split_evenly(total: int | None, parts: int) -> list[int | None]:
-    """``total`` spread over ``parts``: the first ``total % parts`` get one more."""
-    if total is None:
-        return [None] * parts
-    share, extra = divmod(total, parts)
-    return [share + (1 if index < extra else 0) for index in range(parts)]
 
 
 def _arrival_timestamp(record: dict[str, Any]) -> Timestamp:
@@ -524,7 +517,7 @@ class _ListShardsFn(AWSClientFn):
             _LOGGER.warning("Kinesis stream %s has no shards to read", spec.stream)
             return
         deadline = None if spec.max_read_time is None else now + spec.max_read_time
-        shares = _split_evenly(spec.max_records, len(shards))
+        shares = split_evenly(spec.max_records, len(shards))
         _LOGGER.info("Reading %d shards of Kinesis stream %s", len(shards), spec.stream)
         for shard, share in zip(shards, shares, strict=True):
             if share == 0:

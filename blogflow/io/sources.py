@@ -70,6 +70,8 @@ class ReadSource(beam.PTransform):
         max_records: stop after this many messages (queues, streams: split evenly over
             the stream's shards).
         max_read_time: stop reading after this many seconds (queues, streams).
+        sqs_readers: readers polling an ``sqs://`` queue in parallel (see
+            :class:`~blogflow.io.sqs.ReadFromSQS`); ``max_records`` is split over them.
         aws: the AWS endpoint, region and credentials of the ``sqs://`` and
             ``kinesis://`` readers, resolved at launch and pickled with them; None leaves
             them to boto3's chain where they run.
@@ -85,6 +87,7 @@ class ReadSource(beam.PTransform):
         idle_timeout: float = 5.0,
         max_records: int | None = None,
         max_read_time: float | None = None,
+        sqs_readers: int = 1,
         aws: AwsConfig | None = None,
         pubsub_project: str | None = None,
         pubsub_emulator_host: str | None = None,
@@ -98,6 +101,7 @@ class ReadSource(beam.PTransform):
         self._idle_timeout = idle_timeout
         self._max_records = max_records
         self._max_read_time = max_read_time
+        self._sqs_readers = sqs_readers
 
     @property
     def unbounded(self) -> bool:
@@ -136,5 +140,6 @@ class ReadSource(beam.PTransform):
             max_records=self._max_records,
             max_read_time=self._max_read_time,
             idle_timeout=self._idle_timeout if self._drain else None,
+            readers=self._sqs_readers,
             aws=self._aws,
         )

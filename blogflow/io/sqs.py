@@ -11,7 +11,9 @@ which blogflow's sinks are: at-least-once delivery, exactly-once effect.
 How the read is cut into bundles: the splittable DoFn checkpoints itself (``defer_remainder``)
 after ``max_bundle_records`` messages or ``max_bundle_seconds``, so every bundle is small,
 its deletes happen well within the queue's visibility timeout and downstream effects are
-committed bundle by bundle. The restriction of a read is a
+committed bundle by bundle. A read has ``readers`` readers, each one element of the
+splittable DoFn after the elements are redistributed, so a runner spreads them over its
+workers; SQS gives every message to one of them. The restriction of a reader is a
 :class:`~blogflow.io._polling.CountRestriction` (shared with the Pub/Sub reader): how
 many messages earlier parts emitted and which bound (``max_records``, ``max_read_time``,
 ``idle_timeout``) ends it. A read with no bound runs forever (streaming). The schedule,
@@ -62,6 +64,7 @@ from blogflow.io._polling import (
     check_positive,
     has_bound,
     next_step,
+    split_evenly,
 )
 
 __all__ = ["ReadFromSQS", "SendMessagesError", "create_queue", "send_messages"]
@@ -90,7 +93,20 @@ class SendMessagesError(RuntimeError):
 
 
 class _ReadSpec(NamedTuple):
-    """The one element a :class:`_ReadQueueFn` processes: which queue, and how to read it."""
+    """The element a :class:`_ReadQueueFn` processes: one reader of a queue, and how it
+    reads.
+
+    Attributes:
+        queue: the queue's name or URL.
+        max_records: this reader's share of the read's ``max_records``, or None.
+        max_read_time: the reader stops this many seconds after it started, or never.
+        idle_timeout: the reader stops after this many seconds without a message.
+        wait_time_seconds: the longest long poll of one ``ReceiveMessage``.
+        max_bundle_records: the reader checkpoints after this many messages.
+        max_bundle_seconds: the reader checkpoints after reading this long.
+        reader: which of the read's readers this is, from 0.
+        readers: how many readers the read has.
+    """
 
     queue: str
     max_records: int | None
@@ -99,6 +115,20 @@ class _ReadSpec(NamedTuple):
     wait_time_seconds: int
     max_bundle_records: int
     max_bundle_seconds: float
+    reader: int = 0
+    readers: int = 1
+
+
+def _reader_specs(spec: _ReadSpec, readers: int) -> list[_ReadSpec]:
+    """The elements of a read with ``readers`` readers: ``spec.max_records`` split evenly
+    over them (the first ``max_records % readers`` get one more); a reader whose share is
+    0 is left out."""
+    shares = split_evenly(spec.max_records, readers)
+    return [
+        spec._replace(max_records=share, reader=index, readers=readers)
+        for index, share in enumerate(shares)
+        if share != 0
+    ]
 
 
 # ------------------------------------------------------------------ the reading schedule
@@ -217,7 +247,12 @@ class _ReadQueueFn(AWSClientFn):
             if step.action == "stop":
                 tracker.try_claim(CountPosition(received, idle, last=True))
                 _LOGGER.info(
-                    "Stopped reading SQS queue %s after %d messages: %s", url, received, step.reason
+                    "Reader %d/%d stopped reading SQS queue %s after %d messages: %s",
+                    spec.reader + 1,
+                    spec.readers,
+                    url,
+                    received,
+                    step.reason,
                 )
                 return
             if step.action == "checkpoint":
@@ -369,6 +404,19 @@ class ReadFromSQS(beam.PTransform):
     its output is unbounded (streaming). Draining a streaming pipeline stops the read;
     unread messages stay in the queue.
 
+    ``readers`` readers poll the queue at once, each its own element of the splittable
+    read (redistributed by a ``Reshuffle`` after the ``Create`` of the elements), so a
+    runner that runs N bundles at a time on its workers runs them side by side; a local
+    runner may run them one after another in a bundle, each for a checkpoint at a time.
+    SQS hands every message to one receiver at a time, so the readers need no
+    coordination. The bounds hold for the whole read: ``max_records`` is split evenly
+    over the readers (the first ``max_records % readers`` get one more, and ``readers``
+    above ``max_records`` is cut to ``max_records``), so the read emits at most
+    ``max_records`` messages, and exactly that many once the queue holds enough: the
+    readers share one queue; ``max_read_time`` ends every reader that long after it
+    started; ``idle_timeout`` ends each reader once it received nothing for that long,
+    so a drain ends when every reader has found the queue empty for that long.
+
     The watermark follows the oldest ``SentTimestamp`` of each batch and, while the queue
     is idle, the wall clock minus a few seconds. SQS orders messages on a best-effort basis
     only, so give event-time windows downstream some allowed lateness.
@@ -388,6 +436,7 @@ class ReadFromSQS(beam.PTransform):
         wait_time_seconds: int = MAX_WAIT_TIME_SECONDS,
         max_bundle_records: int = 1000,
         max_bundle_seconds: float = 5.0,
+        readers: int = 1,
         aws: aws.AwsConfig | None = None,
     ) -> None:
         """
@@ -400,6 +449,7 @@ class ReadFromSQS(beam.PTransform):
             max_bundle_records: checkpoint (end the bundle, delete its messages) after this
                 many messages.
             max_bundle_seconds: checkpoint after reading for this many seconds.
+            readers: how many readers poll the queue in parallel (see above).
             aws: the endpoint, region and credentials of the readers' SQS clients,
                 pickled with them; None: boto3's chain where they run.
 
@@ -414,6 +464,7 @@ class ReadFromSQS(beam.PTransform):
         check_positive("idle_timeout", idle_timeout)
         check_positive("max_bundle_records", max_bundle_records, integer=True)
         check_positive("max_bundle_seconds", max_bundle_seconds)
+        check_positive("readers", readers, integer=True)
         if (
             isinstance(wait_time_seconds, bool)
             or not isinstance(wait_time_seconds, int)
@@ -432,6 +483,7 @@ class ReadFromSQS(beam.PTransform):
             max_bundle_records=max_bundle_records,
             max_bundle_seconds=max_bundle_seconds,
         )
+        self._readers = readers
         self._aws = aws
 
     @property
@@ -441,11 +493,18 @@ class ReadFromSQS(beam.PTransform):
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[SourceRecord]:
         read_fn = _ReadQueueFn(self._aws) if self.bounded else _ReadQueueForeverFn(self._aws)
+        # beam.Create of more than one element redistributes them (a Reshuffle), so each
+        # reader is an element of its own that a runner can give to any worker.
         return (
             pbegin
-            | "ReadSpec" >> beam.Create([self._spec])
+            | "ReadSpec" >> beam.Create(_reader_specs(self._spec, self._readers))
             | "ReadQueue" >> beam.ParDo(read_fn).with_output_types(SourceRecord)
         )
+
+    @property
+    def readers(self) -> int:
+        """How many readers poll the queue: ``readers``, at most ``max_records``."""
+        return len(_reader_specs(self._spec, self._readers))
 
     def display_data(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -459,6 +518,7 @@ class ReadFromSQS(beam.PTransform):
             "max_bundle_seconds": DisplayDataItem(
                 self._spec.max_bundle_seconds, label="Seconds per bundle"
             ),
+            "readers": DisplayDataItem(self.readers, label="Parallel readers"),
         }
         for name, label in (
             ("max_records", "Stop after messages"),

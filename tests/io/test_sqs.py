@@ -13,6 +13,7 @@ calls finalization callbacks either: tests/runners/test_finalization.py.)
 from __future__ import annotations
 
 import collections
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -22,6 +23,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.pipeline import PipelineVisitor
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.runners.runner import PipelineResult
 from apache_beam.testing.util import assert_that, equal_to
@@ -36,6 +38,7 @@ from blogflow.io.sqs import (
     _wait_seconds,
     send_messages,
 )
+from blogflow.options import SourceOptions, parse_pipeline_args, read_source, sqs_readers
 from blogflow.runners.profiles import configure_runner
 
 #: Most messages one poll returns, so most deletes of one bundle of the tests below.
@@ -288,6 +291,48 @@ def test_self_checkpointing_reads_all_and_deletes_all(sqs_client, sqs_queue, run
     assert queue_depth(sqs_client, sqs_queue) == (0, 0)
 
 
+def test_several_readers_drain_a_queue_and_delete_every_message(sqs_client, sqs_queue, runner):
+    bodies = [f"m{i:03d}" for i in range(60)]
+    send_messages(sqs_queue, bodies)
+
+    def build(p):
+        records = p | "ReadFromSQS" >> ReadFromSQS(
+            sqs_queue, idle_timeout=1.5, max_bundle_records=5, readers=3, **FAST
+        )
+        assert_that(
+            records | "Payloads" >> beam.Map(lambda r: r.payload),
+            equal_to([b.encode() for b in bodies]),
+        )
+        assert_that(records | "Ids" >> beam.Map(lambda r: r.id), assert_unique(60), label="Ids")
+
+    result = run(build, runner)
+    assert counter(result, "messages_received") == 60
+    assert_deleted_counted(result, runner, 60)
+    assert queue_depth(sqs_client, sqs_queue) == (0, 0)
+
+
+def test_max_records_holds_for_all_readers_together(sqs_client, sqs_queue, caplog):
+    send_messages(sqs_queue, [f"m{i}" for i in range(30)])
+
+    def build(p):
+        records = p | "ReadFromSQS" >> ReadFromSQS(
+            sqs_queue, max_records=20, max_bundle_records=4, readers=3, **FAST
+        )
+        assert_that(records | "Ids" >> beam.Map(lambda r: r.id), assert_unique(20), label="Ids")
+
+    with caplog.at_level(logging.INFO, logger="blogflow.io.sqs"):
+        result = run(build)
+    assert counter(result, "messages_received") == 20
+    assert queue_depth(sqs_client, sqs_queue) == (10, 0)
+    # Three readers ran, each to its share (7, 7, 6) of the 20.
+    stops = sorted(
+        r.getMessage().split(" stopped")[0] + " " + r.getMessage().split("after ")[1].split()[0]
+        for r in caplog.records
+        if " stopped reading SQS queue" in r.getMessage()
+    )
+    assert stops == ["Reader 1/3 7", "Reader 2/3 7", "Reader 3/3 6"]
+
+
 def test_read_source_hands_the_aws_settings_to_the_readers(local_stack, sqs_queue, monkeypatch):
     """The readers connect where ReadSource's AwsConfig says, with no AWS variable set
     where they run (FnApiRunner runs them in this process)."""
@@ -408,6 +453,8 @@ def test_send_does_not_retry_sender_faults(monkeypatch):
         ({"wait_time_seconds": 21}, "wait_time_seconds"),
         ({"max_bundle_records": 0}, "max_bundle_records"),
         ({"max_bundle_seconds": -0.5}, "max_bundle_seconds"),
+        ({"readers": 0}, "readers"),
+        ({"readers": 1.5}, "readers"),
     ],
 )
 def test_read_rejects_bad_arguments(kwargs, message):
@@ -427,8 +474,66 @@ def test_display_data_shows_the_queue_and_no_credentials(monkeypatch):
         "wait_time_seconds": 20,
         "max_bundle_records": 1000,
         "max_bundle_seconds": 5.0,
+        "readers": 1,
     }
     assert "LEAK" not in repr(items).upper()
+
+
+def test_readers_are_elements_of_their_own_after_a_reshuffle():
+    specs = sqs._reader_specs(SPEC._replace(max_records=10), 4)
+    assert [(s.reader, s.readers, s.max_records) for s in specs] == [
+        (0, 4, 3),
+        (1, 4, 3),
+        (2, 4, 2),
+        (3, 4, 2),
+    ]
+    assert [s.max_records for s in sqs._reader_specs(SPEC, 3)] == [None] * 3
+    # More readers than max_records: the readers whose share is 0 are left out.
+    assert ReadFromSQS("q", max_records=2, readers=5).readers == 2
+    assert ReadFromSQS("q", readers=5).readers == 5
+
+    def graph(readers: int) -> set[str]:
+        p = beam.Pipeline()
+        _ = p | "ReadFromSQS" >> ReadFromSQS("q", idle_timeout=1, readers=readers)
+        transforms = p.to_runner_api().components.transforms.values()
+        return {t.unique_name for t in transforms}
+
+    # The N elements are redistributed before the read, so no runner fuses the readers
+    # into the stage that created them: each can run on another worker.
+    many = graph(3)
+    assert "ReadFromSQS/ReadSpec/MaybeReshuffle/Reshuffle" in many, sorted(many)
+    assert "ReadFromSQS/ReadSpec/MaybeReshuffle/Reshuffle" not in graph(1)
+
+
+def test_sqs_readers_default_to_the_jobs_parallelism():
+    def readers(*argv: str) -> int:
+        return sqs_readers(PipelineOptions(list(argv)))
+
+    assert readers() == 1
+    assert readers("--parallelism=-1") == 1  # Beam's default: not set
+    assert readers("--parallelism=4") == 4
+    assert readers("--parallelism=4", "--sqs-readers=2") == 2
+    assert readers("--sqs_readers=3") == 3
+    with pytest.raises(ValueError, match="--sqs-readers must be at least 1"):
+        readers("--sqs-readers=0")
+    options = parse_pipeline_args(
+        ["--source=sqs://q", "--drain", "--sqs-readers=3"],
+        [SourceOptions],
+        prog="test",
+        description="test",
+        environ={},
+    )
+    p = beam.Pipeline()
+    _ = p | "ReadSource" >> read_source(options)
+    reads = []
+
+    class FindReads(PipelineVisitor):
+        def enter_composite_transform(self, node):
+            if isinstance(node.transform, ReadFromSQS):
+                reads.append(node.transform)
+
+    p.visit(FindReads())
+    assert [read.readers for read in reads] == [3]
 
 
 def test_output_is_unbounded_only_without_a_bound():
