@@ -256,7 +256,8 @@ class _HoldWatermarkFn(beam.DoFn):
     outputs nothing.
 
     Input: ``("", 0)``, the start marker, and ``("", n)`` for every bundle of ``n``
-    events that arrived. Beam's Python SDK holds the output watermark of a
+    events that arrived: one key, since the hold is one for the whole run, and one small
+    element per bundle, not per event. Beam's Python SDK holds the output watermark of a
     processing-time timer at the timestamp of the element that set it (an event-time
     timer holds at its firing time): the hold is such a timer, set by the marker never to
     fire, and cleared by an event-time timer at the release, which each arrival pushes to
@@ -523,6 +524,9 @@ class ComputeFeeds(beam.PTransform):
             {"counts": counts, "post": posts}
             | "JoinPosts" >> beam.CoGroupByKey()
             | "Candidates" >> beam.ParDo(_CandidatesFn(as_of, config))
+            # The one global step of the job, by nature (one candidate list for every
+            # feed): runners lift the CombineFn, so each worker keeps its own top
+            # --candidates and only those partial lists meet under the one key.
             | "TopCandidates"
             >> beam.CombineGlobally(TopCandidatesFn(config.candidates)).without_defaults()
         )

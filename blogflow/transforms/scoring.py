@@ -18,11 +18,13 @@ panes (each late element, within the allowed lateness), accumulating.
 Data later than the allowed lateness is not silently dropped by the window machinery:
 :class:`ScorePosts` sends it to its ``too_late`` output (counted in the metric
 ``engagement_too_late``), decided by a stateful step that learns how far the watermark
-has gone from event-time timers. Beam's own allowed lateness is set one period wider
-than the configured one, so an element the step let through just before it learned of
-the watermark is still counted rather than dropped (the step's knowledge lags the real
-watermark by its timer firings; a watermark that jumps more than one period ahead of them
-within one bundle could still make Beam drop an element). In a batch run (a backfill)
+has gone from event-time timers, spread over a few keys by post (each told of every
+bundle's periods, so each learns the watermark as one key would). Beam's own allowed
+lateness is set one period wider than the configured one, so an element the step let
+through just before it learned of the watermark is still counted rather than dropped
+(the step's knowledge lags the real watermark by its timer firings; a watermark that
+jumps more than one period ahead of them within one bundle could still make Beam drop an
+element). In a batch run (a backfill)
 nothing is late: there is no ``SplitTooLate`` step and Beam's default trigger is used.
 """
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
@@ -39,14 +42,16 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
-from apache_beam.transforms.window import SlidingWindows, TimestampedValue
-from apache_beam.utils.timestamp import Duration
+from apache_beam.transforms.window import GlobalWindow, SlidingWindows, TimestampedValue
+from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from blogflow.transforms.combining import CombinePerBundle
 
 __all__ = [
     "ENGAGEMENT_TYPES",
     "TOO_LATE",
+    "TOO_LATE_SHARDS",
     "PostEngagement",
     "ScorePosts",
     "ScoringConfig",
@@ -57,6 +62,7 @@ __all__ = [
     "post_score",
     "recency_decay",
     "sliding_windows",
+    "too_late_shard",
     "top_k",
 ]
 
@@ -269,16 +275,69 @@ class TooLate(NamedTuple):
 
 _TIMING_NAMES = {0: "EARLY", 1: "ON_TIME", 2: "LATE", 3: "UNKNOWN"}
 
+#: Keys the too-late check is spread over: a post's partial counts go to one of them, by
+#: a CRC-32 of its id, so the stateful step runs on up to this many workers at once.
+TOO_LATE_SHARDS = 8
+
+
+def too_late_shard(post_id: str, shards: int = TOO_LATE_SHARDS) -> str:
+    """The key of the too-late check that ``post_id``'s counts go to (stable everywhere:
+    a CRC-32 of the id, never Python's ``hash``)."""
+    return str(zlib.crc32(post_id.encode("utf-8")) % shards)
+
+
+class _Probe(NamedTuple):
+    """What one bundle tells every shard of the too-late check: the first and the last
+    period it had counts of (epoch seconds), so each shard arms its watermark timer as if
+    it had seen the whole bundle."""
+
+    first_hour: int
+    last_hour: int
+
+
+class _ShardHoursFn(beam.DoFn):
+    """Keys each ``((postId, hour), counts)`` of a bundle by its post's shard, stamped
+    with its hour, and at the bundle's end sends every shard a :class:`_Probe` of the
+    bundle's periods."""
+
+    def __init__(self, shards: int) -> None:
+        self._shards = shards
+
+    def start_bundle(self) -> None:
+        self._first: int | None = None
+        self._last: int | None = None
+
+    def process(self, element: tuple[tuple[str, int], list[int]]) -> Iterator[TimestampedValue]:
+        (post_id, hour), (views, likes, comments) = element
+        if self._first is None or hour < self._first:
+            self._first = hour
+        if self._last is None or hour > self._last:
+            self._last = hour
+        key = too_late_shard(post_id, self._shards)
+        yield TimestampedValue((key, (post_id, hour, (views, likes, comments))), hour)
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        if self._first is None or self._last is None:
+            return
+        probe = _Probe(self._first, self._last)
+        stamp = Timestamp(self._first)
+        for shard in range(self._shards):
+            yield WindowedValue((str(shard), probe), stamp, (GlobalWindow(),))
+
 
 class _SplitTooLateFn(beam.DoFn):
     """Splits off partial counts the window machinery would drop as too late.
 
-    Sees every partial count under one key (they are few: one per post, hour and
-    bundle). A DoFn cannot read the watermark, so this one learns
-    it from an event-time timer: the timer is set at the earliest expiry (the newest
-    window's end + the allowed lateness) of the data seen and, once fired, beats every
-    period up to the newest expiry seen plus one period. ``reached`` is the last beat:
-    the watermark is at least there, and data that expired before it is too late.
+    Sees the partial counts (few: one per post, hour and bundle) keyed by
+    :func:`too_late_shard`, so the work spreads over :data:`TOO_LATE_SHARDS` keys, and
+    every shard a :class:`_Probe` of every bundle. A DoFn cannot read the watermark, so
+    each shard learns it from an event-time timer: the timer is set at the earliest expiry
+    (the newest window's end + the allowed lateness) of the data seen and, once fired,
+    beats every period up to the newest expiry seen plus one period. ``reached`` is the
+    last beat: the watermark is at least there, and data that expired before it is too
+    late. The probes arm every shard's timer as the bundles' data would arm one key's,
+    so each shard knows the watermark as well as one key seeing everything would, also
+    for a post it has never seen.
     """
 
     REACHED = ReadModifyWriteStateSpec("reached", PickleCoder())
@@ -293,19 +352,34 @@ class _SplitTooLateFn(beam.DoFn):
 
     def process(
         self,
-        element: tuple[str, tuple[str, int, Counts]],
+        element: tuple[str, tuple[str, int, Counts] | _Probe],
         reached_state=beam.DoFn.StateParam(REACHED),
         newest_state=beam.DoFn.StateParam(NEWEST),
         armed_state=beam.DoFn.StateParam(ARMED),
         probe=beam.DoFn.TimerParam(PROBE),
     ) -> Iterator[Any]:
-        _, (post_id, hour, counts) = element
-        expiry = hour + self._horizon
+        _, value = element
         reached = reached_state.read()
+        if isinstance(value, _Probe):
+            first = value.first_hour + self._horizon
+            if reached is not None:
+                first = max(first, reached)  # what was too late arms nothing
+            last = value.last_hour + self._horizon
+            self._learn(first, reached, newest_state, armed_state, probe)
+            self._learn(last, reached, newest_state, armed_state, probe)
+            return
+        post_id, hour, counts = value
+        expiry = hour + self._horizon
         if reached is not None and expiry < reached:
             self._too_late.inc(sum(counts))
             yield beam.pvalue.TaggedOutput(TOO_LATE, TooLate(post_id, hour, counts))
             return
+        self._learn(expiry, reached, newest_state, armed_state, probe)
+        yield post_id, counts
+
+    def _learn(self, expiry: int, reached: int | None, newest_state, armed_state, probe) -> None:
+        """Note data that expires at ``expiry`` (not too late): the newest expiry, and the
+        timer armed at the earliest beat."""
         newest = newest_state.read()
         if newest is None or expiry > newest:
             newest_state.write(expiry)
@@ -314,7 +388,6 @@ class _SplitTooLateFn(beam.DoFn):
         if armed is None or beat < armed:
             probe.set(beat)
             armed_state.write(beat)
-        yield post_id, counts
 
     @on_timer(PROBE)
     def _watermark_reached(
@@ -370,12 +443,6 @@ def _stamp_hour(element: tuple[tuple[str, int], list[int]]) -> TimestampedValue:
     return TimestampedValue((post_id, (views, likes, comments)), hour)
 
 
-def _stamp_hour_keyed(element: tuple[tuple[str, int], list[int]]) -> TimestampedValue:
-    # One key for all: the too-late check must learn the watermark from any data it saw.
-    (post_id, hour), (views, likes, comments) = element
-    return TimestampedValue(("", (post_id, hour, (views, likes, comments))), hour)
-
-
 class ScorePosts(beam.PTransform):
     """Counts each post's engagement in event-time sliding windows.
 
@@ -406,7 +473,8 @@ class ScorePosts(beam.PTransform):
         if self._streaming:
             split = (
                 hours
-                | "StampHours" >> beam.Map(_stamp_hour_keyed).with_output_types(tuple[str, Any])
+                | "StampHours"
+                >> beam.ParDo(_ShardHoursFn(TOO_LATE_SHARDS)).with_output_types(tuple[str, Any])
                 | "SplitTooLate"
                 >> beam.ParDo(
                     _SplitTooLateFn(
