@@ -63,6 +63,7 @@ from blogflow.io.deadletter import WriteDeadLetters
 from blogflow.io.feeds import WriteFeeds
 from blogflow.options import SourceOptions, StoreOptions, read_source
 from blogflow.pipelines.job import Job
+from blogflow.runners.profiles import keeps_late_batch_data
 from blogflow.transforms.feeds import (
     FOLLOW_TYPES,
     POST_TYPES,
@@ -452,6 +453,10 @@ class ComputeFeeds(beam.PTransform):
             made).
         grace: seconds of source time the feeds wait after the last event that counts
             arrived (see :data:`ARRIVAL_GRACE`).
+        keeps_late_data: a batch run on a runner whose batch GroupByKey groups by window
+            and never drops data behind the watermark (Flink's batch translation): no
+            hold, and the one global window instead of the as-of window, since that runner
+            runs only Beam's standard WindowFns. The feeds are the same.
     """
 
     def __init__(
@@ -460,6 +465,7 @@ class ComputeFeeds(beam.PTransform):
         as_of: float,
         *,
         streaming: bool,
+        keeps_late_data: bool = False,
         max_skew: float = 300.0,
         dedupe_horizon: float | None = None,
         started: float | None = None,
@@ -475,6 +481,9 @@ class ComputeFeeds(beam.PTransform):
             raise ValueError(f"dedupe_horizon must be positive, got {dedupe_horizon}")
         self._dedupe_horizon = dedupe_horizon
         self._streaming = streaming
+        if keeps_late_data and streaming:
+            raise ValueError("keeps_late_data applies to a batch run only")
+        self._keeps_late_data = keeps_late_data
         self._started = time.time() if started is None else started
         self._grace = grace
 
@@ -494,9 +503,11 @@ class ComputeFeeds(beam.PTransform):
         # Restamped with event time, behind the source's watermark (a batch run's too,
         # after its GroupByKey): see _HoldEventTime. A batch run counts all its input.
         release = max(close, self._started) if self._streaming else None
-        current = current | "HoldEventTime" >> _HoldEventTime(
-            window_start, release=release, grace=self._grace
-        )
+        if not self._keeps_late_data:
+            current = current | "HoldEventTime" >> _HoldEventTime(
+                window_start, release=release, grace=self._grace
+            )
+        as_of_window = GlobalWindows() if self._keeps_late_data else _AsOfWindows(close)
 
         scored = (
             current
@@ -510,10 +521,10 @@ class ComputeFeeds(beam.PTransform):
             scored["engagement"]
             | "CurrentWindow" >> beam.Filter(lambda e: e.window_end == window_end)
             | "PaneCounts" >> beam.Map(lambda e: (e.post_id, (e.pane_index, e.counts)))
-            | "AsOfCounts" >> beam.WindowInto(_AsOfWindows(close))
+            | "AsOfCounts" >> beam.WindowInto(as_of_window)
             | "LatestPane" >> beam.CombinePerKey(_LatestPaneFn())
         )
-        as_of_events = current | "AsOfWindow" >> beam.WindowInto(_AsOfWindows(close))
+        as_of_events = current | "AsOfWindow" >> beam.WindowInto(as_of_window)
         posts = (
             as_of_events
             | "PostEvents" >> beam.Filter(lambda e: e.type in POST_TYPES)
@@ -559,6 +570,7 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions, *, streaming: bool)
         streaming=streaming,
         max_skew=feed.max_skew,
         dedupe_horizon=feed.dedupe_horizon,
+        keeps_late_data=not streaming and keeps_late_batch_data(options),
     )
     _ = computed["feeds"] | "WriteFeeds" >> WriteFeeds(
         redis_url=stores.redis_url, prefix=stores.redis_prefix, ttl=config.feed_ttl

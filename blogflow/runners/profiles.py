@@ -46,6 +46,7 @@ __all__ = [
     "cancel_job",
     "configure_runner",
     "finalizes_bundles",
+    "keeps_late_batch_data",
     "resolve_runner",
     "runner_class_path",
     "start_runner_services",
@@ -299,6 +300,19 @@ def cancel_job(result: PipelineResult, options: PipelineOptions) -> None:
     job_id = getattr(result, "_job_id", None)  # PortableRunner's result keeps it there
     if master not in _FLINK_MAGIC_MASTERS and isinstance(job_id, str):
         cancel_cluster_job(master, job_id)
+
+
+def keeps_late_batch_data(options: PipelineOptions) -> bool:
+    """Whether the options' runner, in a batch job, groups by window and never drops data
+    behind the watermark: Flink (its batch translation has no watermark). Prism and
+    FnApiRunner drop late data in batch too, and the feed job holds its event time there."""
+    standard = options.view_as(StandardOptions)
+    if not isinstance(standard.runner, str):
+        return False
+    try:
+        return runner_class_path(standard.runner) == _FLINK_RUNNER
+    except UnknownRunner:
+        return False
 
 
 def finalizes_bundles(options: PipelineOptions) -> bool:
