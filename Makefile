@@ -73,6 +73,7 @@ bench: system-deps runners
 	$(BIN)/python benchmarks/feed_materialize.py
 	$(BIN)/python benchmarks/backup_requests.py
 	$(BIN)/python benchmarks/notifier_latency.py
+	$(BIN)/python benchmarks/flink_parallelism.py
 
 down:
 	-$(BIN)/blogflow local down

@@ -48,12 +48,14 @@ def serve(
     logger: logging.Logger,
     error: Callable[[str], RunnerError],
     start_seconds: float,
+    env: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """Runs ``command`` (which listens on ``port``) for the duration of the block; yields
     ``localhost:PORT`` once it accepts connections.
 
-    It runs in a session of its own, so a terminal's Ctrl-C does not reach it; when the
-    block ends it is stopped by its pid (SIGTERM, then SIGKILL after 10 s).
+    ``env`` is its environment (default: this process's). It runs in a session of its
+    own, so a terminal's Ctrl-C does not reach it; when the block ends it is stopped by
+    its pid (SIGTERM, then SIGKILL after 10 s).
 
     Raises:
         RunnerError: made by ``error``: it exited at start, or did not listen in time.
@@ -65,6 +67,7 @@ def serve(
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        env=env,
     )
     threading.Thread(
         target=_forward,

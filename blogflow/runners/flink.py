@@ -58,6 +58,7 @@ __all__ = [
     "install",
     "job_server",
     "job_server_jar",
+    "worker_pool",
 ]
 
 _LOGGER = logging.getLogger(__name__)
@@ -181,6 +182,41 @@ def job_server(master: str = "[local]", jar: Path | None = None) -> Iterator[str
         logger=_LOGGER,
         error=FlinkNotFound,
         start_seconds=_START_SECONDS,
+    ) as endpoint:
+        yield endpoint
+
+
+@contextlib.contextmanager
+def worker_pool(env: dict[str, str] | None = None) -> Iterator[str]:
+    """Runs a Beam worker pool (``--environment_type=EXTERNAL --environment_config=ENDPOINT``)
+    for the duration of the block; yields its endpoint, ``localhost:PORT``.
+
+    The pool starts every SDK harness a TaskManager asks for as a Python process of its
+    own (``python`` of this virtualenv): real parallelism, where ``LOOPBACK`` harnesses are
+    threads of the launching process. ``env`` is the pool's whole environment (default:
+    this process's), so a test can prove the workers need nothing from the launcher's.
+
+    Raises:
+        FlinkNotFound: It did not listen within 60 s.
+    """
+    port = free_port()
+    bin_dir = str(Path(sys.executable).parent)
+    environment = dict(os.environ if env is None else env)
+    environment["PATH"] = f"{bin_dir}:{environment.get('PATH', '/usr/bin:/bin')}"
+    command = [
+        sys.executable,
+        "-m",
+        "apache_beam.runners.worker.worker_pool_main",
+        f"--service_port={port}",
+    ]
+    with serve(
+        command,
+        port,
+        name="beam-worker-pool",
+        logger=_LOGGER,
+        error=FlinkNotFound,
+        start_seconds=_START_SECONDS,
+        env=environment,
     ) as endpoint:
         yield endpoint
 
