@@ -265,8 +265,7 @@ def _configure_flink(options: PipelineOptions) -> None:
     """Flink: the job server :mod:`blogflow.runners.flink` fetched (a
     ``--flink_job_server_jar`` given wins) for its Flink minor; an SDK harness in this
     process (``LOOPBACK``) when the cluster is on this machine and no environment is given;
-    a checkpoint every :data:`FLINK_CHECKPOINT_MS` in a streaming job; the job named after
-    the pipeline in Flink's web UI."""
+    a checkpoint every :data:`FLINK_CHECKPOINT_MS` in a streaming job."""
     flink = options.view_as(FlinkRunnerOptions)
     checkpoints = options.view_as(FlinkOptions)
     if checkpoints.flink_master_address:  # --flink-master, as blogflow spells flags
