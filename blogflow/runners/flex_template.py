@@ -89,7 +89,9 @@ def _flag_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
     return [
         action
         for action in parser._actions  # noqa: SLF001 - argparse keeps them nowhere else
-        if action.option_strings and action.dest not in _NOT_PARAMETERS
+        if action.option_strings
+        and action.dest not in _NOT_PARAMETERS
+        and action.help != argparse.SUPPRESS  # set by the launcher, not by a user
     ]
 
 
