@@ -363,6 +363,9 @@ class ReadFromJSONL(beam.PTransform):
             | "MatchFiles"
             >> beam.ParDo(_MatchFilesFn(self._compression_type, self._block_size, self._split_size))
             | "SplitBlocks" >> beam.ParDo(_SplitBlocksFn())
+            # The pattern is one element, so without a shuffle every block would be read
+            # by the one worker that matched it: spread the blocks (tiny descriptors).
+            | "SpreadBlocks" >> beam.Reshuffle()
             | "ReadBlocks" >> beam.ParDo(_ReadBlockFn()).with_output_types(SourceRecord)
         )
 
