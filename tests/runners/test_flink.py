@@ -4,8 +4,7 @@ parallelism 2, each giving what FnApiRunner stores for the same input.
 
 Summing from ``file://`` (batch); the feed back-filled from ``file://`` and drained from
 ``kinesis://``; backup streaming from ``sqs://`` (checkpointed: the queue empties while the
-job runs, which only finalized bundles do); and a backup by SDK harnesses in a clean
-environment (a Beam worker pool, ``EXTERNAL``) that get every setting as an option.
+job runs, which only finalized bundles do).
 
 Each test starts a Flink job server (and a cluster) of its own for its jobs
 (``--job_endpoint``); its results are its own database, prefix, queue or stream.
@@ -32,7 +31,6 @@ from blogflow.pipelines import backup, feed, summing
 from blogflow.runners import flink
 from blogflow.runners.profiles import cancel_job
 from blogflow.tokens import Secret
-from blogflow.transforms.backups import BackupPost, post_path
 from tests.faults.test_feed_faults import (
     AS_OF,
     assert_same_feeds,
@@ -174,7 +172,9 @@ def test_summing_from_files_stores_what_fnapi_stores(
     assert (
         mongo_db.deadletters.count_documents({}) == expected_db.deadletters.count_documents({}) == 1
     )
-    assert counters(on_flink_result) == counters(on_fnapi)
+    # two workers may merge into one array's sum at once: the guard retries, and counts it
+    races = "blogflow:sum_write_races"
+    assert {k: v for k, v in counters(on_flink_result).items() if k != races} == counters(on_fnapi)
     mongo_client.drop_database(expected_db.name)
 
 
@@ -295,47 +295,3 @@ def test_backup_streams_from_sqs_and_stores_what_fnapi_stores(
     assert outcome(mongo_db)[:4] == ("done", 12, 12, 0)
     assert tree_paths(repo) == tree_paths(theirs)
     mongo_client.drop_database(expected_db.name)
-
-
-def test_workers_in_a_clean_environment_back_up_with_the_options_alone(
-    cluster, job_servers, queue, tmp_path, github, repo, mongo_db, redis_prefix, running
-):
-    """The SDK harnesses are processes of a Beam worker pool whose environment holds only
-    PATH and HOME: no BLOGFLOW_SECRET_KEY, no AWS_*, no MONGODB_URI or REDIS_URL. Every
-    setting reaches them as an option, the AWS keys and the secret key's path included."""
-    master = cluster.env["FLINK_MASTER"]
-    key_file = tmp_path / "secret-key"
-    key_file.write_text(KEY)
-    link_user(mongo_db, "alice", repo.full_name, Secret(TOKEN), secret_key=KEY)
-    posts = add_posts(mongo_db, "pub-clean", 7)
-    home = tmp_path / "home"
-    home.mkdir()
-    with flink.worker_pool(env={"PATH": "/usr/bin:/bin", "HOME": str(home)}) as pool:
-        job = running(
-            backup.JOB,
-            [
-                f"--source=sqs://{queue}",
-                f"--mongo-db={mongo_db.name}",
-                f"--redis-prefix={redis_prefix}",
-                f"--github-api-url={github.url}",
-                "--write-interval=0",
-                f"--secret-key-file={key_file}",
-                "--aws-access-key-id=testing",
-                "--aws-secret-access-key=testing",
-                "--runner=flink",
-                f"--flink-master={master}",
-                f"--job_endpoint={job_servers[master]}",
-                "--environment_type=EXTERNAL",
-                f"--environment_config={pool}",
-            ],
-        )
-        sqs.send_messages(queue, [request("b-clean", "pub-clean")])
-        wait_for(
-            lambda: (load_backup(mongo_db, "b-clean") or {}).get("status") == "done",
-            DEADLINE,
-            "the backup by workers in a clean environment",
-        )
-        assert job.state == PipelineState.RUNNING
-        done = load_backup(mongo_db, "b-clean")
-        assert (done["done"], done["total"], done["failed"]) == (7, 7, 0)
-        assert {post_path(BackupPost.from_document(p)) for p in posts} <= tree_paths(repo)
