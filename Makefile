@@ -65,7 +65,7 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/test_events.py tests/transforms
 
 test: system-deps runners lint
-	$(BIN)/python -m pytest -m "not flink_stream"
+	$(BIN)/python -m pytest
 
 bench: system-deps runners
 	$(BIN)/python benchmarks/summing.py

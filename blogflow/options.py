@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 
 from apache_beam.options.pipeline_options import (
     DirectOptions,
+    FlinkRunnerOptions,
     PipelineOptions,
     PortableOptions,
     StandardOptions,
@@ -133,25 +134,22 @@ class SourceOptions(PipelineOptions):
             type=int,
             default=None,
             help="readers polling an sqs:// queue in parallel, each its own element a "
-            "runner can put on any worker; --max-records is split over them (default: 1; "
-            "on a standalone Flink cluster a streaming read by more than one reader stalls "
-            "in this version, see README)",
+            "runner can put on any worker; --max-records is split over them (default: "
+            "--parallelism when it is set, else 1)",
         )
 
 
 def sqs_readers(options: PipelineOptions) -> int:
-    """How many readers an ``sqs://`` source has: ``--sqs-readers``, else 1.
-
-    Not the job's ``--parallelism``: more than one reader is a ``Create`` of several
-    elements, whose ``Reshuffle`` a streaming job on a standalone Flink cluster (Beam
-    2.62's job server) never gets past, so the job reads nothing; one reader is none.
+    """How many readers an ``sqs://`` source has: ``--sqs-readers``, else the job's
+    ``--parallelism`` (Beam's Flink option, -1 when unset) when it is positive, else 1.
 
     Raises:
         ValueError: ``--sqs-readers`` is below 1.
     """
     readers = options.view_as(SourceOptions).sqs_readers
     if readers is None:
-        return 1
+        parallelism = options.view_as(FlinkRunnerOptions).parallelism
+        return int(parallelism) if parallelism is not None and parallelism > 0 else 1
     if readers < 1:
         raise ValueError(f"--sqs-readers must be at least 1, got {readers}")
     return int(readers)

@@ -377,7 +377,8 @@ def _flink_script(script: str, state_dir: Path, *args: str) -> list[str]:
 def _flink_jobmanager_command(port: int, state_dir: Path) -> list[str]:
     """A JobManager whose REST API and web UI are on ``port``; its configuration (also the
     TaskManager's) is written to ``<state_dir>/flink/conf``: every address loopback, every
-    other port free or chosen by Flink, small memory sizes."""
+    other port free or chosen by Flink, small memory sizes; a lost TaskManager's jobs are
+    restarted (every 2 s, up to 100 times) from their last checkpoint."""
     conf = _flink_conf_dir(state_dir)
     conf.mkdir(parents=True, exist_ok=True)
     with socket.socket() as probe:  # the RPC port: free now, given to Flink
@@ -398,6 +399,13 @@ def _flink_jobmanager_command(port: int, state_dir: Path) -> list[str]:
         "parallelism.default": 1,
         "blob.server.port": "0",
         "taskmanager.data.port": 0,
+        # A TaskManager that dies is noticed within seconds (not Flink's 50 s), and its
+        # jobs restart from their last checkpoint once slots are back.
+        "heartbeat.interval": 2000,
+        "heartbeat.timeout": 20000,
+        "restart-strategy.type": "fixed-delay",
+        "restart-strategy.fixed-delay.attempts": 100,
+        "restart-strategy.fixed-delay.delay": "2 s",
     }
     command = _flink_script("jobmanager.sh", state_dir)
     (conf / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in settings.items()))

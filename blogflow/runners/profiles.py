@@ -114,6 +114,16 @@ class UnknownRunner(RunnerError):
     runner blogflow refuses (:data:`REMOVED`)."""
 
 
+def _yes_or_no(text: str) -> bool:
+    """``true``/``false`` (or yes/no, 1/0) of a flag's value."""
+    answer = text.strip().lower()
+    if answer in ("true", "yes", "1"):
+        return True
+    if answer in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 class FlinkOptions(PipelineOptions):
     """Options of Beam's Flink runner that its job server reads (Java's
     ``FlinkPipelineOptions``), declared so that blogflow's parser knows them: Beam's Python
@@ -138,6 +148,18 @@ class FlinkOptions(PipelineOptions):
             help="milliseconds between Flink checkpoints; a streaming job on Flink gets "
             f"{FLINK_CHECKPOINT_MS} when none is given (bundles, and so SQS deletes and "
             "Pub/Sub acks, are finalized only when a checkpoint completes)",
+        )
+        group.add_argument(
+            "--finish_bundle_before_checkpointing",
+            "--finish-bundle-before-checkpointing",
+            dest="finish_bundle_before_checkpointing",
+            type=_yes_or_no,
+            default=None,
+            metavar="true|false",
+            help="finish a bundle and send on its output before a checkpoint's barrier; a "
+            "streaming job on Flink gets true when none is given (with false, output of a "
+            "bundle cut by a checkpoint waits in the operator for its next bundle, behind the "
+            "watermark: the read's one starting element can be held there for good)",
         )
         group.add_argument(
             "--state_backend",
@@ -265,7 +287,12 @@ def _configure_flink(options: PipelineOptions) -> None:
     """Flink: the job server :mod:`blogflow.runners.flink` fetched (a
     ``--flink_job_server_jar`` given wins) for its Flink minor; an SDK harness in this
     process (``LOOPBACK``) when the cluster is on this machine and no environment is given;
-    a checkpoint every :data:`FLINK_CHECKPOINT_MS` in a streaming job."""
+    a checkpoint every :data:`FLINK_CHECKPOINT_MS` in a streaming job, each bundle
+    finished before its barrier (``--finish_bundle_before_checkpointing``): otherwise a
+    bundle cut by a checkpoint keeps its output for the operator's next bundle while the
+    watermark goes on, and the Impulse stage that seeds a read never runs a next bundle, so
+    the read's element is never read (seen with Beam 2.62's Flink runner: a streaming SQS
+    job whose first checkpoint came during its first bundle read nothing, ever)."""
     flink = options.view_as(FlinkRunnerOptions)
     checkpoints = options.view_as(FlinkOptions)
     if checkpoints.flink_master_address:  # --flink-master, as blogflow spells flags
@@ -280,8 +307,11 @@ def _configure_flink(options: PipelineOptions) -> None:
         and _is_local_flink(flink.flink_master)
     ):
         portable.environment_type = "LOOPBACK"
-    if options.view_as(StandardOptions).streaming and checkpoints.checkpointing_interval is None:
-        checkpoints.checkpointing_interval = FLINK_CHECKPOINT_MS
+    if options.view_as(StandardOptions).streaming:
+        if checkpoints.checkpointing_interval is None:
+            checkpoints.checkpointing_interval = FLINK_CHECKPOINT_MS
+        if checkpoints.finish_bundle_before_checkpointing is None:
+            checkpoints.finish_bundle_before_checkpointing = True
 
 
 def cancel_job(result: PipelineResult, options: PipelineOptions) -> None:

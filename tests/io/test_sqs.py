@@ -505,13 +505,13 @@ def test_readers_are_elements_of_their_own_after_a_reshuffle():
     assert "ReadFromSQS/ReadSpec/MaybeReshuffle/Reshuffle" not in graph(1)
 
 
-def test_sqs_readers_are_one_unless_given():
+def test_sqs_readers_are_the_jobs_parallelism_unless_given():
     def readers(*argv: str) -> int:
         return sqs_readers(PipelineOptions(list(argv)))
 
     assert readers() == 1
-    # not the job's parallelism: several readers stall a streaming job on a Flink cluster
-    assert readers("--parallelism=4") == 1
+    assert readers("--parallelism=4") == 4
+    assert readers("--parallelism=-1") == 1
     assert readers("--parallelism=4", "--sqs-readers=2") == 2
     assert readers("--sqs_readers=3") == 3
     with pytest.raises(ValueError, match="--sqs-readers must be at least 1"):

@@ -2,9 +2,12 @@
 standalone cluster of ``blogflow.local`` (a JobManager and a 2-slot TaskManager), at
 parallelism 2, each giving what FnApiRunner stores for the same input.
 
-Summing from ``file://`` (batch); the feed back-filled from ``file://`` and drained from
+Summing from ``file://`` (batch) and streaming from ``sqs://`` by two readers (each sum is
+stored while the job runs); the feed back-filled from ``file://`` and drained from
 ``kinesis://``; backup streaming from ``sqs://`` (checkpointed: the queue empties while the
-job runs, which only finalized bundles do; marked ``flink_stream``, not run by ``make test``).
+job runs, which only finalized bundles do). On the cluster also: its TaskManager killed with
+SIGKILL mid-stream and restarted, and a backup by SDK harnesses in a clean environment (a
+Beam worker pool, ``EXTERNAL``) that get every setting as an option.
 
 Each test starts a Flink job server (and a cluster) of its own for its jobs
 (``--job_endpoint``); its results are its own database, prefix, queue or stream.
@@ -31,6 +34,7 @@ from blogflow.pipelines import backup, feed, summing
 from blogflow.runners import flink
 from blogflow.runners.profiles import cancel_job
 from blogflow.tokens import Secret
+from blogflow.transforms.backups import BackupPost, post_path
 from tests.faults.test_feed_faults import (
     AS_OF,
     assert_same_feeds,
@@ -241,10 +245,73 @@ def queue(local_stack, sqs_client, unique_name) -> Iterator[str]:
     sqs_client.delete_queue(QueueUrl=url)
 
 
-# Passes on its own (both masters, ~70 s), but after other Flink jobs in the same pytest
-# process its reader's LOOPBACK harness starts and the job then stores nothing for 90 s:
-# not yet understood, so `make test` leaves it out (README, Flink); `pytest -m flink_stream`.
-@pytest.mark.flink_stream
+def summing_flags(queue: str, mongo_db: Any, redis_prefix: str, on_flink: list[str]) -> list[str]:
+    return [
+        f"--source=sqs://{queue}",
+        f"--mongo-db={mongo_db.name}",
+        f"--redis-prefix={redis_prefix}",
+        *on_flink,
+    ]
+
+
+def test_summing_streams_from_sqs_and_each_sum_appears_while_the_job_runs(
+    queue, sqs_client, on_flink, mongo_db, redis_prefix, running
+):
+    first, a = packets(list(range(1, 101)))
+    second, b = packets([2**31 - 1, 2**31 - 2, -5])
+    flags = [*summing_flags(queue, mongo_db, redis_prefix, on_flink), "--sqs-readers=2"]
+    job = running(summing.JOB, flags)
+    sqs.send_messages(queue, a[:60] + b)
+    wait_for(lambda: stored(mongo_db, second).get("status") == "complete", DEADLINE, "a sum")
+    assert stored(mongo_db, second)["sum"] == 2 * (2**32 - 8)
+    assert stored(mongo_db, first).get("status") != "complete"  # 40 of its packets unsent
+    sqs.send_messages(queue, a[60:] + a[:10])  # the rest, and ten packets again
+    wait_for(lambda: stored(mongo_db, first).get("status") == "complete", DEADLINE, "the sum")
+    got = stored(mongo_db, first)
+    assert (got["sum"], got["packetsSeen"]) == (2 * sum(range(1, 101)), 100)
+    # every message's bundle was finalized after a checkpoint, while the job runs: deleted
+    wait_for(lambda: queue_is_empty(sqs_client, queue), 60, "the queue to empty")
+    assert job.state == PipelineState.RUNNING
+
+
+def test_a_taskmanager_killed_mid_stream_neither_loses_nor_doubles_a_packet(
+    cluster, job_servers, queue, sqs_client, mongo_db, redis_prefix, running
+):
+    """kill -9 of the TaskManager while the job sums, then its restart: Flink restores the
+    job from its last checkpoint, the queue redelivers what no finalized bundle deleted,
+    and MongoDB's guard counts each packet once."""
+    master = cluster.env["FLINK_MASTER"]
+    on_cluster = [
+        "--runner=flink",
+        f"--flink-master={master}",
+        f"--job_endpoint={job_servers[master]}",
+        "--parallelism=2",
+    ]
+    values = [[(k * 37 + i) % 1000 - 300 for i in range(40)] for k in range(12)]
+    arrays = {array_id: (batch, v) for v in values for array_id, batch in [packets(v)]}
+    messages = [m for batch, _ in arrays.values() for m in batch]
+    half = len(messages) // 2
+    running(summing.JOB, summing_flags(queue, mongo_db, redis_prefix, on_cluster))
+    sqs.send_messages(queue, messages[:half])
+    wait_for(lambda: mongo_db.sums.count_documents({}) > 0, DEADLINE, "the first merges")
+    cluster.kill("flink-taskmanager")
+    sqs.send_messages(queue, messages[half:])
+    cluster.restart("flink-taskmanager")
+    wait_for(
+        lambda: mongo_db.sums.count_documents({"status": "complete"}) == len(arrays),
+        3 * DEADLINE,
+        "every array to complete after the restart",
+    )
+    for array_id, (_, array) in arrays.items():
+        got = stored(mongo_db, array_id)
+        assert (got["sum"], got["packetsSeen"]) == (2 * sum(array), len(array))
+    wait_for(lambda: queue_is_empty(sqs_client, queue), 60, "the queue to empty")
+    (job,) = [j for j in rest(master, "/jobs/overview")["jobs"] if j["state"] == "RUNNING"]
+    # the same job: the TaskManager's loss failed its tasks, which Flink restored
+    failures = rest(master, f"/jobs/{job['jid']}/exceptions")["exceptionHistory"]["entries"]
+    assert failures, "the job ran on as if no TaskManager had died"
+
+
 def test_backup_streams_from_sqs_and_stores_what_fnapi_stores(
     queue,
     sqs_client,
@@ -299,3 +366,47 @@ def test_backup_streams_from_sqs_and_stores_what_fnapi_stores(
     assert outcome(mongo_db)[:4] == ("done", 12, 12, 0)
     assert tree_paths(repo) == tree_paths(theirs)
     mongo_client.drop_database(expected_db.name)
+
+
+def test_workers_in_a_clean_environment_back_up_with_the_options_alone(
+    cluster, job_servers, queue, tmp_path, github, repo, mongo_db, redis_prefix, running
+):
+    """The SDK harnesses are processes of a Beam worker pool whose environment holds only
+    PATH and HOME: no BLOGFLOW_SECRET_KEY, no AWS_*, no MONGODB_URI or REDIS_URL. Every
+    setting reaches them as an option, the AWS keys and the secret key's path included."""
+    master = cluster.env["FLINK_MASTER"]
+    key_file = tmp_path / "secret-key"
+    key_file.write_text(KEY)
+    link_user(mongo_db, "alice", repo.full_name, Secret(TOKEN), secret_key=KEY)
+    posts = add_posts(mongo_db, "pub-clean", 7)
+    home = tmp_path / "home"
+    home.mkdir()
+    with flink.worker_pool(env={"PATH": "/usr/bin:/bin", "HOME": str(home)}) as pool:
+        job = running(
+            backup.JOB,
+            [
+                f"--source=sqs://{queue}",
+                f"--mongo-db={mongo_db.name}",
+                f"--redis-prefix={redis_prefix}",
+                f"--github-api-url={github.url}",
+                "--write-interval=0",
+                f"--secret-key-file={key_file}",
+                "--aws-access-key-id=testing",
+                "--aws-secret-access-key=testing",
+                "--runner=flink",
+                f"--flink-master={master}",
+                f"--job_endpoint={job_servers[master]}",
+                "--environment_type=EXTERNAL",
+                f"--environment_config={pool}",
+            ],
+        )
+        sqs.send_messages(queue, [request("b-clean", "pub-clean")])
+        wait_for(
+            lambda: (load_backup(mongo_db, "b-clean") or {}).get("status") == "done",
+            DEADLINE,
+            "the backup by workers in a clean environment",
+        )
+        assert job.state == PipelineState.RUNNING
+        done = load_backup(mongo_db, "b-clean")
+        assert (done["done"], done["total"], done["failed"]) == (7, 7, 0)
+        assert {post_path(BackupPost.from_document(p)) for p in posts} <= tree_paths(repo)

@@ -155,6 +155,19 @@ def test_a_streaming_job_on_flink_checkpoints_so_that_bundles_are_finalized(flin
     assert batch.view_as(FlinkOptions).checkpointing_interval is None
 
 
+def test_a_streaming_job_on_flink_finishes_each_bundle_before_a_checkpoint(flink_here):
+    streaming = parse("--runner=flink", source="sqs://q")
+    assert streaming.view_as(FlinkOptions).finish_bundle_before_checkpointing is True
+    # what the job server reads (Java's finishBundleBeforeCheckpointing)
+    assert streaming.get_all_options()["finish_bundle_before_checkpointing"] is True
+    off = parse("--runner=flink", "--finish-bundle-before-checkpointing=false", source="sqs://q")
+    assert off.view_as(FlinkOptions).finish_bundle_before_checkpointing is False
+    batch = parse("--runner=flink", "--drain", source="kinesis://s")
+    assert batch.view_as(FlinkOptions).finish_bundle_before_checkpointing is None
+    with pytest.raises(SystemExit):
+        parse("--runner=flink", "--finish-bundle-before-checkpointing=maybe", source="sqs://q")
+
+
 @pytest.mark.parametrize("source", ["sqs://q --drain", "sqs://q --max-records=9"])
 def test_a_bounded_queue_read_on_flink_batch_is_refused_in_one_line(source, flink_here):
     uri, *flags = source.split()
