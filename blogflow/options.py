@@ -167,6 +167,7 @@ def read_source(options: PipelineOptions) -> ReadSource:
         max_records=source.max_records,
         max_read_time=source.max_read_time,
         sqs_readers=sqs_readers(options),
+        sqs_delete_when_stored=not finalizes_bundles(options),
         aws=settings.aws,
         pubsub_project=settings.pubsub_project,
         pubsub_emulator_host=settings.pubsub_emulator_host,
@@ -591,16 +592,6 @@ def parse_pipeline_args(
             raise SystemExit(
                 f"{prog}: {standard.runner} cannot read {scheme}:// sources (they are "
                 "Splittable DoFns): use --runner prism, or fnapi for a bounded run"
-            )
-    if source and not finalizes_bundles(options):
-        scheme, _ = parse_source(source)
-        if scheme in ("sqs", "pubsub"):
-            # The reader deletes (acks) in bundle finalization, which portable Flink runs
-            # only in streaming (apache/beam#19526): a batch job would fail on Flink.
-            raise SystemExit(
-                f"{prog}: {standard.runner} does not finalize bundles in a batch job, so "
-                f"{scheme}:// messages could never be deleted: read it as a streaming job "
-                "(no --drain, --max-records or --max-read-time), or drain with --runner fnapi"
             )
     if standard.streaming and standard.runner == DEFAULT_RUNNER:
         _LOGGER.warning(

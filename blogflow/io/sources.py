@@ -72,6 +72,10 @@ class ReadSource(beam.PTransform):
         max_read_time: stop reading after this many seconds (queues, streams).
         sqs_readers: readers polling an ``sqs://`` queue in parallel (see
             :class:`~blogflow.io.sqs.ReadFromSQS`); ``max_records`` is split over them.
+        sqs_delete_when_stored: a bounded ``sqs://`` read on a runner that does not
+            finalize bundles: its messages are deleted once the job's writes finished
+            (:func:`~blogflow.io.sqs.delete_when_stored`), not by the read. Ignored for an
+            unbounded read (streaming finalizes) and other sources.
         aws: the AWS endpoint, region and credentials of the ``sqs://`` and
             ``kinesis://`` readers, resolved at launch and pickled with them; None leaves
             them to boto3's chain where they run.
@@ -88,6 +92,7 @@ class ReadSource(beam.PTransform):
         max_records: int | None = None,
         max_read_time: float | None = None,
         sqs_readers: int = 1,
+        sqs_delete_when_stored: bool = False,
         aws: AwsConfig | None = None,
         pubsub_project: str | None = None,
         pubsub_emulator_host: str | None = None,
@@ -102,6 +107,7 @@ class ReadSource(beam.PTransform):
         self._max_records = max_records
         self._max_read_time = max_read_time
         self._sqs_readers = sqs_readers
+        self._sqs_delete_when_stored = sqs_delete_when_stored
 
     @property
     def unbounded(self) -> bool:
@@ -141,5 +147,6 @@ class ReadSource(beam.PTransform):
             max_read_time=self._max_read_time,
             idle_timeout=self._idle_timeout if self._drain else None,
             readers=self._sqs_readers,
+            delete_when_stored=self._sqs_delete_when_stored and not self.unbounded,
             aws=self._aws,
         )

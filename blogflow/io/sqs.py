@@ -26,6 +26,13 @@ stamps ``SentTimestamp`` on its own clock, which may be a little behind this wor
 SQS standard queues order messages on a best-effort basis only, so an older message can
 still arrive later: it is late data, which downstream windows handle with allowed lateness.
 
+Where the runner does not finalize bundles (portable Flink in batch, apache/beam#19526), a
+bounded read is made with ``delete_when_stored=True``: it deletes nothing itself and emits
+each message's receipt on the ``RECEIPTS`` output instead, and :func:`delete_when_stored`
+adds :class:`DeleteWhenStored` to the pipeline, which deletes them once every other step of
+the job has finished (a side input that is complete only then): never before the effects
+are stored; a job that fails deletes nothing, and SQS delivers its messages again.
+
 Metrics (namespace ``blogflow.io.sqs``): ``messages_received``, ``messages_redelivered``
 (``ApproximateReceiveCount`` > 1), ``checkpoints``, ``messages_deleted`` and
 ``messages_delete_failed``. Beam reports a bundle's metrics before it finalizes the bundle,
@@ -47,7 +54,7 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.display import DisplayDataItem
-from apache_beam.transforms.window import TimestampedValue
+from apache_beam.transforms.window import GlobalWindows, TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from blogflow.events import SourceRecord
@@ -67,7 +74,15 @@ from blogflow.io._polling import (
     split_evenly,
 )
 
-__all__ = ["ReadFromSQS", "SendMessagesError", "create_queue", "send_messages"]
+__all__ = [
+    "RECEIPTS",
+    "DeleteWhenStored",
+    "ReadFromSQS",
+    "SendMessagesError",
+    "create_queue",
+    "delete_when_stored",
+    "send_messages",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -79,6 +94,9 @@ MAX_BATCH_BYTES = 256 * 1024
 MAX_WAIT_TIME_SECONDS = 20
 
 _METRICS_NAMESPACE = "blogflow.io.sqs"
+#: The output of a read with ``delete_when_stored``: ``(queue URL, receipt handle)`` of
+#: every message it emitted.
+RECEIPTS = "sqs_receipts"
 _SEND_ATTEMPTS = 5
 _DELETE_ATTEMPTS = 3
 _BACKOFF_SECONDS = 0.1
@@ -168,10 +186,56 @@ def _backoff(attempt: int) -> float:
     return backoff(attempt, base=_BACKOFF_SECONDS, cap=_MAX_BACKOFF_SECONDS)
 
 
-class _ReadQueueFn(AWSClientFn):
-    """Reads one queue per :class:`_ReadSpec` element, as a splittable DoFn (bounded)."""
+class _DeletesMessages(AWSClientFn):
+    """Deletes messages by receipt handle, 10 to a call, with bounded retries."""
 
     service = "sqs"
+
+    def _delete_all(self, url: str, handles: Sequence[str]) -> tuple[int, int]:
+        """Deletes ``handles`` from the queue at ``url``; returns ``(deleted, failed)``.
+
+        Never raises: a message that cannot be deleted is delivered again, which
+        at-least-once delivery allows.
+        """
+        deleted = failed = 0
+        for first in range(0, len(handles), MAX_BATCH_ENTRIES):
+            ok, bad = self._delete_batch(url, handles[first : first + MAX_BATCH_ENTRIES])
+            deleted += ok
+            failed += bad
+        _LOGGER.debug("Deleted %d messages from SQS queue %s (%d failed)", deleted, url, failed)
+        return deleted, failed
+
+    def _delete_batch(self, url: str, handles: Sequence[str]) -> tuple[int, int]:
+        pending = {str(i): handle for i, handle in enumerate(handles)}
+        reason = ""
+        for attempt in range(1, _DELETE_ATTEMPTS + 1):
+            entries = [{"Id": i, "ReceiptHandle": h} for i, h in pending.items()]
+            try:
+                response = self._client.delete_message_batch(QueueUrl=url, Entries=entries)
+            except (aws.ClientError, aws.BotoCoreError) as error:
+                reason = aws.error_code(error)
+            else:
+                failures = response.get("Failed", [])
+                pending = {f["Id"]: pending[f["Id"]] for f in failures}
+                if not pending:
+                    break
+                reason = ", ".join(sorted({f.get("Code", "Unknown") for f in failures}))
+                if all(f.get("SenderFault") for f in failures):
+                    break  # e.g. an expired receipt handle: retrying cannot help
+            if attempt < _DELETE_ATTEMPTS:
+                time.sleep(_backoff(attempt))
+        if pending:
+            _LOGGER.warning(
+                "Could not delete %d messages from SQS queue %s (%s): they will be delivered again",
+                len(pending),
+                url,
+                reason,
+            )
+        return len(handles) - len(pending), len(pending)
+
+
+class _ReadQueueFn(_DeletesMessages):
+    """Reads one queue per :class:`_ReadSpec` element, as a splittable DoFn (bounded)."""
 
     def __init__(self, aws_config: aws.AwsConfig | None = None) -> None:
         super().__init__(aws_config)
@@ -215,11 +279,15 @@ class _ReadQueueFn(AWSClientFn):
         tracker=beam.DoFn.RestrictionParam(CountRestrictionProvider("SQS queue")),
         watermark=beam.DoFn.WatermarkEstimatorParam(MonotonicWatermarkProvider()),
     ) -> Iterator[TimestampedValue]:
+        yield from self._read(spec, finalizer, tracker, watermark)
+
+    def _read(self, spec: _ReadSpec, finalizer: Any, tracker: Any, watermark: Any) -> Iterator[Any]:
         """Long-poll the queue until a bound stops the read or the bundle is full.
 
         Every batch is claimed before it is emitted; its receipt handles go to a
         finalization callback, registered once per call, that deletes them after the
         runner committed the bundle (a bundle that received nothing deletes nothing).
+        With no ``finalizer`` each handle is emitted on :data:`RECEIPTS` instead.
         """
         url = self._queue_url(spec)
         self._report_deletes(url)
@@ -233,7 +301,8 @@ class _ReadQueueFn(AWSClientFn):
         # Registered for every bundle, even one that receives nothing: Prism finalizes
         # every bundle of a stage that may ask for it, and the Python harness fails the
         # finalization of a bundle that registered no callback.
-        finalizer.register(lambda: self._delete(url, handles))
+        if finalizer is not None:
+            finalizer.register(lambda: self._delete(url, handles))
         while True:
             step = next_step(
                 spec,
@@ -278,9 +347,12 @@ class _ReadQueueFn(AWSClientFn):
                 oldest = sent if oldest is None or sent < oldest else oldest
                 if int(message.get("Attributes", {}).get("ApproximateReceiveCount", 1)) > 1:
                     _REDELIVERED.inc()
-                handles.append(message["ReceiptHandle"])
                 record = SourceRecord(message["Body"].encode("utf-8"), message["MessageId"])
                 yield TimestampedValue(record, sent)
+                if finalizer is None:
+                    yield beam.pvalue.TaggedOutput(RECEIPTS, (url, message["ReceiptHandle"]))
+                else:
+                    handles.append(message["ReceiptHandle"])
             watermark.advance(oldest)
             received += len(messages)
             in_bundle += len(messages)
@@ -327,46 +399,10 @@ class _ReadQueueFn(AWSClientFn):
             )
 
     def _delete(self, url: str, handles: Sequence[str]) -> None:
-        """The bundle-finalization callback: delete the messages a committed bundle emitted.
-
-        Never raises: a message that cannot be deleted is delivered again, which
-        at-least-once delivery allows.
-        """
-        deleted = failed = 0
-        for first in range(0, len(handles), MAX_BATCH_ENTRIES):
-            ok, bad = self._delete_batch(url, handles[first : first + MAX_BATCH_ENTRIES])
-            deleted += ok
-            failed += bad
+        """The bundle-finalization callback: delete the messages a committed bundle emitted,
+        tallied for the reader's next bundle to count (never raises)."""
+        deleted, failed = self._delete_all(url, handles)
         _UNREPORTED_DELETES.add(url, deleted, failed)
-        _LOGGER.debug("Deleted %d messages from SQS queue %s (%d failed)", deleted, url, failed)
-
-    def _delete_batch(self, url: str, handles: Sequence[str]) -> tuple[int, int]:
-        pending = {str(i): handle for i, handle in enumerate(handles)}
-        reason = ""
-        for attempt in range(1, _DELETE_ATTEMPTS + 1):
-            entries = [{"Id": i, "ReceiptHandle": h} for i, h in pending.items()]
-            try:
-                response = self._client.delete_message_batch(QueueUrl=url, Entries=entries)
-            except (aws.ClientError, aws.BotoCoreError) as error:
-                reason = aws.error_code(error)
-            else:
-                failures = response.get("Failed", [])
-                pending = {f["Id"]: pending[f["Id"]] for f in failures}
-                if not pending:
-                    break
-                reason = ", ".join(sorted({f.get("Code", "Unknown") for f in failures}))
-                if all(f.get("SenderFault") for f in failures):
-                    break  # e.g. an expired receipt handle: retrying cannot help
-            if attempt < _DELETE_ATTEMPTS:
-                time.sleep(_backoff(attempt))
-        if pending:
-            _LOGGER.warning(
-                "Could not delete %d messages from SQS queue %s (%s): they will be delivered again",
-                len(pending),
-                url,
-                reason,
-            )
-        return len(handles) - len(pending), len(pending)
 
 
 class _ReadQueueForeverFn(_ReadQueueFn):
@@ -381,6 +417,83 @@ class _ReadQueueForeverFn(_ReadQueueFn):
         watermark=beam.DoFn.WatermarkEstimatorParam(MonotonicWatermarkProvider()),
     ) -> Iterator[TimestampedValue]:
         yield from super().process(spec, finalizer, tracker, watermark)
+
+
+class _ReadQueueThenReceiptsFn(_ReadQueueFn):
+    """:class:`_ReadQueueFn` (bounded) that asks for no bundle finalization: it emits each
+    message's receipt on :data:`RECEIPTS` for :class:`DeleteWhenStored` to delete."""
+
+    def process(  # type: ignore[override]  # no BundleFinalizerParam: none is asked for
+        self,
+        spec: _ReadSpec,
+        tracker=beam.DoFn.RestrictionParam(CountRestrictionProvider("SQS queue")),
+        watermark=beam.DoFn.WatermarkEstimatorParam(MonotonicWatermarkProvider()),
+    ) -> Iterator[Any]:
+        yield from self._read(spec, None, tracker, watermark)
+
+
+class _DeleteReceiptsFn(_DeletesMessages):
+    """Deletes ``(queue URL, receipt handle)`` elements, 10 to a call per queue; its side
+    input (what it waits for) is not looked at."""
+
+    def start_bundle(self) -> None:
+        self._pending: dict[str, list[str]] = {}
+
+    def process(self, receipt: tuple[str, str], stored: Any) -> None:
+        url, handle = receipt
+        handles = self._pending.setdefault(url, [])
+        handles.append(handle)
+        if len(handles) >= MAX_BATCH_ENTRIES:
+            self._flush(url)
+
+    def finish_bundle(self) -> None:
+        for url in list(self._pending):
+            self._flush(url)
+
+    def _flush(self, url: str) -> None:
+        deleted, failed = self._delete_all(url, self._pending.pop(url))
+        _DELETED.inc(deleted)
+        if failed:
+            _DELETE_FAILED.inc(failed)
+
+
+def _nothing(_: Any) -> Iterator[Any]:
+    return iter(())
+
+
+class DeleteWhenStored(beam.PTransform):
+    """Deletes SQS receipts (the :data:`RECEIPTS` output of a read with
+    ``delete_when_stored``) once every PCollection of ``after`` is complete.
+
+    Input: ``(queue URL, receipt handle)``. Output: nothing useful. ``after`` are the
+    last PCollections of the job's writes: their completion is a side input of the deletes,
+    so a runner runs the deletes only once it computed them all (in a batch job: once the
+    steps that write have finished). A job that fails before deletes nothing.
+    """
+
+    def __init__(self, after: Sequence[beam.PCollection], aws: aws.AwsConfig | None = None) -> None:
+        super().__init__()
+        if not after:
+            raise ValueError("DeleteWhenStored needs the PCollections to wait for")
+        self._after = list(after)
+        self._aws = aws
+
+    def expand(self, receipts: beam.PCollection) -> beam.PCollection:
+        signals = [
+            pcoll
+            | f"Nothing{i}" >> beam.FlatMap(_nothing)
+            | f"Global{i}" >> beam.WindowInto(GlobalWindows())
+            for i, pcoll in enumerate(self._after)
+        ]
+        stored = (
+            signals | "AllWritten" >> beam.Flatten() | "Written" >> beam.combiners.Count.Globally()
+        )
+        return (
+            receipts
+            | "GlobalReceipts" >> beam.WindowInto(GlobalWindows())
+            | "Delete"
+            >> beam.ParDo(_DeleteReceiptsFn(self._aws), stored=beam.pvalue.AsSingleton(stored))
+        )
 
 
 # ------------------------------------------------------------------------ the transform
@@ -437,6 +550,7 @@ class ReadFromSQS(beam.PTransform):
         max_bundle_records: int = 1000,
         max_bundle_seconds: float = 5.0,
         readers: int = 1,
+        delete_when_stored: bool = False,
         aws: aws.AwsConfig | None = None,
     ) -> None:
         """
@@ -450,11 +564,16 @@ class ReadFromSQS(beam.PTransform):
                 many messages.
             max_bundle_seconds: checkpoint after reading for this many seconds.
             readers: how many readers poll the queue in parallel (see above).
+            delete_when_stored: for a bounded read on a runner that does not finalize
+                bundles: delete nothing in the read, emit each receipt on
+                :data:`RECEIPTS` for :class:`DeleteWhenStored` (:func:`delete_when_stored`
+                adds it to the pipeline).
             aws: the endpoint, region and credentials of the readers' SQS clients,
                 pickled with them; None: boto3's chain where they run.
 
         Raises:
-            ValueError: on an empty queue name or a bound that is not a positive number.
+            ValueError: on an empty queue name or a bound that is not a positive number,
+                or ``delete_when_stored`` on a read with no bound.
         """
         super().__init__()
         if not isinstance(queue, str) or not queue.strip():
@@ -485,6 +604,12 @@ class ReadFromSQS(beam.PTransform):
         )
         self._readers = readers
         self._aws = aws
+        if delete_when_stored and not self.bounded:
+            raise ValueError(
+                "delete_when_stored is for a bounded read: a streaming job finalizes bundles"
+            )
+        self._delete_when_stored = delete_when_stored
+        self.receipts: beam.PCollection | None = None
 
     @property
     def bounded(self) -> bool:
@@ -492,14 +617,23 @@ class ReadFromSQS(beam.PTransform):
         return has_bound(self._spec)
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[SourceRecord]:
-        read_fn = _ReadQueueFn(self._aws) if self.bounded else _ReadQueueForeverFn(self._aws)
         # beam.Create of more than one element redistributes them (a Reshuffle), so each
         # reader is an element of its own that a runner can give to any worker.
-        return (
-            pbegin
-            | "ReadSpec" >> beam.Create(_reader_specs(self._spec, self._readers))
-            | "ReadQueue" >> beam.ParDo(read_fn).with_output_types(SourceRecord)
-        )
+        specs = pbegin | "ReadSpec" >> beam.Create(_reader_specs(self._spec, self._readers))
+        if self._delete_when_stored:
+            reading = beam.ParDo(_ReadQueueThenReceiptsFn(self._aws))
+            read = specs | "ReadQueue" >> reading.with_output_types(SourceRecord).with_outputs(
+                RECEIPTS, main="records"
+            )
+            self.receipts = read[RECEIPTS]
+            return read.records  # type: ignore[no-any-return]
+        read_fn = _ReadQueueFn(self._aws) if self.bounded else _ReadQueueForeverFn(self._aws)
+        return specs | "ReadQueue" >> beam.ParDo(read_fn).with_output_types(SourceRecord)
+
+    @property
+    def aws(self) -> aws.AwsConfig | None:
+        """Where the readers' (and their deletes') SQS clients connect."""
+        return self._aws
 
     @property
     def readers(self) -> int:
@@ -529,6 +663,39 @@ class ReadFromSQS(beam.PTransform):
             if value is not None:
                 data[name] = DisplayDataItem(value, label=label)
         return data
+
+
+class _Graph(beam.pipeline.PipelineVisitor):
+    """What a built pipeline's primitive steps produce and consume, and its SQS reads
+    whose deletes wait (``delete_when_stored``)."""
+
+    def __init__(self) -> None:
+        self.produced: list[beam.PCollection] = []
+        self.consumed: set[int] = set()
+        self.reads: list[ReadFromSQS] = []
+
+    def enter_composite_transform(self, node: Any) -> None:
+        transform = node.transform
+        if isinstance(transform, ReadFromSQS) and transform.receipts is not None:
+            self.reads.append(transform)
+
+    def visit_transform(self, node: Any) -> None:
+        self.produced += [o for o in node.outputs.values() if isinstance(o, beam.PCollection)]
+        self.consumed |= {id(i) for i in node.inputs}
+        self.consumed |= {id(side.pvalue) for side in node.side_inputs}
+
+
+def delete_when_stored(pipeline: beam.Pipeline) -> int:
+    """Adds a :class:`DeleteWhenStored` for every SQS read of the built ``pipeline`` made
+    with ``delete_when_stored``, waiting for every PCollection no step consumes (the
+    last of each write); returns how many it added."""
+    graph = _Graph()
+    pipeline.visit(graph)
+    receipts = {id(read.receipts) for read in graph.reads}
+    last = [p for p in graph.produced if id(p) not in graph.consumed | receipts]
+    for index, read in enumerate(graph.reads):
+        _ = read.receipts | f"DeleteWhenStored{index or ''}" >> DeleteWhenStored(last, aws=read.aws)
+    return len(graph.reads)
 
 
 # ------------------------------------------------------------------------- the producer

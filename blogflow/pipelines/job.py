@@ -31,6 +31,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
+from blogflow.io import sqs
 from blogflow.options import parse_pipeline_args
 from blogflow.runners.profiles import cancel_job, start_runner_services
 
@@ -102,6 +103,7 @@ class Job:
         try:
             pipeline = beam.Pipeline(options=options)
             self.build(pipeline, options, streaming=streaming)
+            sqs.delete_when_stored(pipeline)  # a drain where bundles are not finalized
         except (ValueError, argparse.ArgumentTypeError) as error:
             raise SystemExit(f"{self.prog}: {error}") from None
         return pipeline

@@ -550,3 +550,77 @@ def test_a_poll_waits_whole_seconds_within_wait_time_seconds():
     assert _wait_seconds(1.5, SPEC) == 2  # rounded up: a bound is never cut short
     assert _wait_seconds(0.0, SPEC) == 1
     assert _wait_seconds(60.0, SPEC) == SPEC.wait_time_seconds
+
+
+# ------------------------------------------- deletes where bundles are not finalized
+
+
+@pytest.fixture
+def long_queue(sqs_client: Any, unique_name: str) -> Any:
+    """A queue whose messages stay invisible (30 s) for the whole of a run."""
+    url = sqs.create_queue(f"{unique_name}-long", visibility_timeout=30)
+    yield url
+    sqs_client.delete_queue(QueueUrl=url)
+
+
+#: What the queue looked like, (visible, in flight), each time :class:`_Store` stored.
+_DEPTHS: dict[str, list[tuple[int, int]]] = collections.defaultdict(list)
+
+
+class _Store(beam.DoFn):
+    """The write of a job: records the queue's depth as it stores each element."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._token = uuid.uuid4().hex
+
+    def setup(self) -> None:
+        self._client = aws.make_client("sqs")
+
+    def process(self, element):
+        _DEPTHS[self._token].append(queue_depth(self._client, self._url))
+        yield element
+
+
+def test_a_read_without_finalization_deletes_once_the_writes_finished(sqs_client, long_queue):
+    send_messages(long_queue, [f"m{i}" for i in range(12)])
+    store = _Store(long_queue)
+
+    def build(p):
+        records = p | "ReadFromSQS" >> ReadFromSQS(
+            long_queue, idle_timeout=1, max_bundle_records=4, delete_when_stored=True, **FAST
+        )
+        # after a shuffle: the read's bundles are committed before any is stored
+        _ = records | beam.Reshuffle() | "Store" >> beam.ParDo(store)
+        assert sqs.delete_when_stored(p) == 1
+
+    result = run(build)
+    seen = _DEPTHS[store._token]
+    assert len(seen) == 12
+    assert all(visible + in_flight == 12 for visible, in_flight in seen)  # none deleted yet
+    assert queue_depth(sqs_client, long_queue) == (0, 0)
+    assert counter(result, "messages_deleted") == 12
+
+
+def test_a_read_without_finalization_deletes_nothing_when_a_write_fails(sqs_client, long_queue):
+    send_messages(long_queue, [f"m{i}" for i in range(12)])
+
+    def build(p):
+        records = p | "ReadFromSQS" >> ReadFromSQS(
+            long_queue, idle_timeout=1, max_bundle_records=4, delete_when_stored=True, **FAST
+        )
+        _ = records | "Fail" >> beam.ParDo(_FailAfter(9))  # in the third bundle
+        sqs.delete_when_stored(p)
+
+    with pytest.raises(Exception, match="downstream failure"):
+        run(build)
+    visible, in_flight = queue_depth(sqs_client, long_queue)
+    assert visible + in_flight == 12  # not even the first two bundles' messages are deleted
+
+
+def test_delete_when_stored_is_for_bounded_reads_and_adds_nothing_for_others():
+    with pytest.raises(ValueError, match="delete_when_stored is for a bounded read"):
+        ReadFromSQS("q", delete_when_stored=True)
+    p = beam.Pipeline(runner=FnApiRunner())
+    _ = p | ReadFromSQS("q", idle_timeout=1)
+    assert sqs.delete_when_stored(p) == 0

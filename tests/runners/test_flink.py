@@ -254,6 +254,37 @@ def summing_flags(queue: str, mongo_db: Any, redis_prefix: str, on_flink: list[s
     ]
 
 
+def test_a_batch_drain_of_sqs_deletes_its_messages_once_their_sums_are_stored(
+    sqs_client, unique_name, on_flink, mongo_db, mongo_client, redis_prefix
+):
+    """Flink finalizes no bundle of a batch job: the messages are deleted after the writes
+    (blogflow.io.sqs.DeleteWhenStored), and the sums are FnApiRunner's."""
+    url = sqs.create_queue(unique_name, visibility_timeout=120)  # outlasts the job
+    try:
+        first, a = packets(list(range(1, 51)))
+        second, b = packets([2**31 - 1, -7])
+        sqs.send_messages(url, [*a, *b, *a[:5], b"{not json"])
+        drain = ["--drain", "--idle-timeout=2"]
+        result = summing.run([*summing_flags(url, mongo_db, redis_prefix, on_flink), *drain])
+        assert result.state == PipelineState.DONE
+        assert queue_is_empty(sqs_client, url)
+        sqs.send_messages(url, [*a, *b, *a[:5], b"{not json"])
+        expected_db = mongo_client[f"{mongo_db.name}-fnapi"]
+        summing.run([*summing_flags(url, expected_db, redis_prefix, []), *drain])
+        for array_id, (total, count) in {
+            first: (2 * 1275, 50),
+            second: (2 * 2**31 - 16, 2),
+        }.items():
+            got, want = stored(mongo_db, array_id), stored(expected_db, array_id)
+            assert (got["sum"], got["status"], got["packetsSeen"]) == (total, "complete", count)
+            assert got["sum"] == want["sum"]
+        assert mongo_db.deadletters.count_documents({}) == 1
+        assert counters(result)["blogflow.io.sqs:messages_deleted"] == len(a) + len(b) + 6
+        mongo_client.drop_database(expected_db.name)
+    finally:
+        sqs_client.delete_queue(QueueUrl=url)
+
+
 def test_summing_streams_from_sqs_and_each_sum_appears_while_the_job_runs(
     queue, sqs_client, on_flink, mongo_db, redis_prefix, running
 ):

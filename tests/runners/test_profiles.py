@@ -15,7 +15,7 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
-from blogflow.options import SourceOptions, parse_pipeline_args
+from blogflow.options import SourceOptions, parse_pipeline_args, read_source
 from blogflow.runners import profiles
 from blogflow.runners.flink import FLINK_VERSION, FlinkNotFound
 from blogflow.runners.prism import PrismNotFound
@@ -169,15 +169,14 @@ def test_a_streaming_job_on_flink_finishes_each_bundle_before_a_checkpoint(flink
 
 
 @pytest.mark.parametrize("source", ["sqs://q --drain", "sqs://q --max-records=9"])
-def test_a_bounded_queue_read_on_flink_batch_is_refused_in_one_line(source, flink_here):
+def test_a_bounded_queue_read_on_flink_batch_deletes_when_stored(source, flink_here):
+    """Flink finalizes no bundle of a batch job, so its read deletes after the writes."""
     uri, *flags = source.split()
-    with pytest.raises(SystemExit) as exited:
-        parse("--runner=flink", *flags, source=uri)
-    assert exited.value.code == (
-        "blogflow run x: FlinkRunner does not finalize bundles in a batch job, so sqs:// "
-        "messages could never be deleted: read it as a streaming job (no --drain, "
-        "--max-records or --max-read-time), or drain with --runner fnapi"
-    )
+    on_flink = read_source(parse("--runner=flink", *flags, source=uri))
+    assert on_flink._sqs_delete_when_stored
+    assert not read_source(parse(*flags, source=uri))._sqs_delete_when_stored  # FnApiRunner
+    streaming = read_source(parse("--runner=flink", source=uri))
+    assert streaming.unbounded and not streaming._sqs_delete_when_stored  # it finalizes
 
 
 def test_flink_without_a_job_server_is_one_line(monkeypatch):
