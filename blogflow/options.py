@@ -403,6 +403,18 @@ def _has_password(url: str) -> bool:
         return "@" in url  # unparsable: treat what may be credentials as such
 
 
+#: The connection settings resolved at launch: the options view and attribute of each, the
+#: launcher's variables it falls back to (the first one set wins), and its default.
+_FALLBACKS: tuple[tuple[type[PipelineOptions], str, Sequence[str], str | None], ...] = (
+    (StoreOptions, "mongo_uri", ("MONGODB_URI",), mongo.DEFAULT_URI),
+    (StoreOptions, "redis_url", ("REDIS_URL",), redis.DEFAULT_URL),
+    (ConnectionOptions, "aws_endpoint_url", ("AWS_ENDPOINT_URL",), None),
+    (ConnectionOptions, "aws_region", ("AWS_REGION", "AWS_DEFAULT_REGION"), None),
+    (ConnectionOptions, "pubsub_emulator_host", ("PUBSUB_EMULATOR_HOST",), None),
+    (ConnectionOptions, "pubsub_project", tuple(pubsub.PROJECT_ENV_VARS), pubsub.DEFAULT_PROJECT),
+)
+
+
 def _resolve_connections(
     options: PipelineOptions,
     environ: Mapping[str, str],
@@ -438,22 +450,13 @@ def _resolve_connections(
         )
     if key_source is not None and not key_source.in_process and in_process:
         _load(key_source)  # the workers are here: a missing file fails now, in one line
-    stores.mongo_uri = stores.mongo_uri or environ.get("MONGODB_URI") or mongo.DEFAULT_URI
-    stores.redis_url = stores.redis_url or environ.get("REDIS_URL") or redis.DEFAULT_URL
-    conn.aws_endpoint_url = conn.aws_endpoint_url or environ.get("AWS_ENDPOINT_URL") or None
-    conn.aws_region = (
-        conn.aws_region or environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or None
-    )
+    for options_class, name, variables, default in _FALLBACKS:
+        settings = options.view_as(options_class)
+        launcher = (environ.get(v, "").strip() for v in variables)
+        value = getattr(settings, name) or next((v for v in launcher if v), None) or default
+        setattr(settings, name, value.strip() if isinstance(value, str) else value)
     if bool(conn.aws_access_key_id) != bool(conn.aws_secret_access_key):
         raise LaunchError("give --aws-access-key-id and --aws-secret-access-key together")
-    conn.pubsub_emulator_host = (
-        conn.pubsub_emulator_host or environ.get("PUBSUB_EMULATOR_HOST") or None
-    )
-    conn.pubsub_project = (
-        conn.pubsub_project
-        or next((environ[v] for v in pubsub.PROJECT_ENV_VARS if environ.get(v, "").strip()), None)
-        or pubsub.DEFAULT_PROJECT
-    ).strip()
     to_seal = {
         name: value
         for name, value in (("mongo_uri", stores.mongo_uri), ("redis_url", stores.redis_url))

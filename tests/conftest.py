@@ -26,6 +26,7 @@ from google.api_core import exceptions as google_exceptions
 from google.cloud import pubsub_v1
 from pymongo.database import Database
 
+from blogflow.io.aws import AwsConfig
 from blogflow.io.kinesis import create_stream
 from blogflow.io.pubsub import create_subscription, create_topic
 from blogflow.local.stack import PUBSUB_EMULATOR_PATH, LocalStack, find_pubsub_emulator
@@ -139,6 +140,33 @@ def _aws_client(stack: LocalStack, service: str) -> Any:
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
     )
+
+
+@pytest.fixture
+def aws_settings_only(local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> AwsConfig:
+    """The moto server's endpoint, region and keys as an :class:`AwsConfig`, with nothing
+    of boto3's own chain left in this process (no AWS variable, config file or metadata
+    server): what a client finds, it found through the config."""
+    env = local_stack.env
+    settings = AwsConfig(
+        env["AWS_ENDPOINT_URL"],
+        env["AWS_DEFAULT_REGION"],
+        env["AWS_ACCESS_KEY_ID"],
+        env["AWS_SECRET_ACCESS_KEY"],
+    )
+    for name in (
+        "AWS_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_DEFAULT_REGION",
+        "AWS_REGION",
+        "AWS_PROFILE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    return settings
 
 
 @pytest.fixture(scope="session")

@@ -322,8 +322,7 @@ def cancel_job(result: PipelineResult, options: PipelineOptions) -> None:
         result.cancel()
     except Exception as error:  # noqa: BLE001 - the runner may be gone already
         _LOGGER.debug("Cancelling the job failed: %s", error)
-    standard = options.view_as(StandardOptions)
-    if not isinstance(standard.runner, str) or runner_class_path(standard.runner) != _FLINK_RUNNER:
+    if _runner_path(options) != _FLINK_RUNNER:
         return
     master = options.view_as(FlinkRunnerOptions).flink_master
     job_id = getattr(result, "_job_id", None)  # PortableRunner's result keeps it there
@@ -335,13 +334,7 @@ def keeps_late_batch_data(options: PipelineOptions) -> bool:
     """Whether the options' runner, in a batch job, groups by window and never drops data
     behind the watermark: Flink (its batch translation has no watermark). Prism and
     FnApiRunner drop late data in batch too, and the feed job holds its event time there."""
-    standard = options.view_as(StandardOptions)
-    if not isinstance(standard.runner, str):
-        return False
-    try:
-        return runner_class_path(standard.runner) == _FLINK_RUNNER
-    except UnknownRunner:
-        return False
+    return _runner_path(options) == _FLINK_RUNNER
 
 
 def finalizes_bundles(options: PipelineOptions) -> bool:
@@ -352,14 +345,20 @@ def finalizes_bundles(options: PipelineOptions) -> bool:
     (apache/beam#12952), and fails a batch job whose DoFn asks for it
     (apache/beam#19526); FnApiRunner, Prism and Dataflow finalize every bundle.
     """
-    standard = options.view_as(StandardOptions)
-    if not isinstance(standard.runner, str):
-        return True
+    streaming = options.view_as(StandardOptions).streaming
+    return not (_runner_path(options) == _FLINK_RUNNER and not streaming)
+
+
+def _runner_path(options: PipelineOptions) -> str | None:
+    """The class path of the options' runner; None for a runner object given by code or
+    a name no runner has (:func:`configure_runner` refuses that one)."""
+    runner = options.view_as(StandardOptions).runner
+    if not isinstance(runner, str):
+        return None
     try:
-        path = runner_class_path(standard.runner)
+        return runner_class_path(runner)
     except UnknownRunner:
-        return True
-    return not (path == _FLINK_RUNNER and not standard.streaming)
+        return None
 
 
 def start_runner_services(options: PipelineOptions) -> None:
@@ -370,12 +369,10 @@ def start_runner_services(options: PipelineOptions) -> None:
     in a session of its own so a Ctrl-C stops the job cleanly rather than Prism under it;
     its endpoint becomes ``--job_endpoint``. Other runners need nothing here.
     """
-    standard = options.view_as(StandardOptions)
     portable = options.view_as(PortableOptions)
     prism = options.view_as(PrismRunnerOptions)
     if (
-        isinstance(standard.runner, str)
-        and runner_class_path(standard.runner) == _PRISM_RUNNER
+        _runner_path(options) == _PRISM_RUNNER
         and not portable.job_endpoint
         and prism.prism_location
     ):

@@ -264,29 +264,11 @@ def test_read_source_kinesis_uri_drains_the_stream(stream):
 
 
 @pytest.mark.integration
-def test_read_source_hands_the_aws_settings_to_the_readers(local_stack, stream, monkeypatch):
+def test_read_source_hands_the_aws_settings_to_the_readers(stream, request):
     """The shard lister and readers connect where ReadSource's AwsConfig says, with no AWS
     variable set where they run (FnApiRunner runs them in this process)."""
-    env = local_stack.env
-    settings = aws.AwsConfig(
-        env["AWS_ENDPOINT_URL"],
-        env["AWS_DEFAULT_REGION"],
-        env["AWS_ACCESS_KEY_ID"],
-        env["AWS_SECRET_ACCESS_KEY"],
-    )
     put_records(stream, [f"s{i}" for i in range(6)])
-    for name in (
-        "AWS_ENDPOINT_URL",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_DEFAULT_REGION",
-        "AWS_REGION",
-        "AWS_PROFILE",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    settings = request.getfixturevalue("aws_settings_only")  # after the records are put
 
     def build(p):
         records = p | "ReadSource" >> ReadSource(

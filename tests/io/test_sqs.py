@@ -146,17 +146,6 @@ class _FailAfter(beam.DoFn):
         yield element
 
 
-#: What points boto3's own chain at the local moto server.
-_AWS_VARIABLES = (
-    "AWS_ENDPOINT_URL",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_DEFAULT_REGION",
-    "AWS_REGION",
-    "AWS_PROFILE",
-)
-
-
 def _name(url: str) -> str:
     return url.rsplit("/", 1)[-1]
 
@@ -333,22 +322,11 @@ def test_max_records_holds_for_all_readers_together(sqs_client, sqs_queue, caplo
     assert stops == ["Reader 1/3 7", "Reader 2/3 7", "Reader 3/3 6"]
 
 
-def test_read_source_hands_the_aws_settings_to_the_readers(local_stack, sqs_queue, monkeypatch):
+def test_read_source_hands_the_aws_settings_to_the_readers(sqs_queue, request):
     """The readers connect where ReadSource's AwsConfig says, with no AWS variable set
     where they run (FnApiRunner runs them in this process)."""
-    env = local_stack.env
-    settings = aws.AwsConfig(
-        env["AWS_ENDPOINT_URL"],
-        env["AWS_DEFAULT_REGION"],
-        env["AWS_ACCESS_KEY_ID"],
-        env["AWS_SECRET_ACCESS_KEY"],
-    )
     send_messages(sqs_queue, [f"m{i}" for i in range(5)])
-    for name in _AWS_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    settings = request.getfixturevalue("aws_settings_only")  # after the messages are sent
 
     def build(p):
         records = p | "ReadSource" >> ReadSource(
