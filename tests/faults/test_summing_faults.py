@@ -131,6 +131,13 @@ def queue_is_empty(sqs_client, url):
     return all(value == "0" for value in attributes.values())
 
 
+def in_flight(sqs_client, url):
+    attributes = sqs_client.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
 def counted(mongo_db):
     """Packets counted in MongoDB so far: what a run has stored."""
     return sum(doc["packetsSeen"] for doc in mongo_db.sums.find({}, {"packetsSeen": True}))
@@ -172,6 +179,10 @@ def test_kill_9_at_random_points_of_drains_then_a_drain_gives_exact_sums(
             stop(process)
     print(f"kill -9 x5, {kills_mid_write} of them while sums were being written")
     assert kills_mid_write >= 3, "the kills should land while sums are being written"
+    # What the last killed drain had received comes back after the visibility timeout (5 s),
+    # longer than a drain waits on an empty queue (2 s): the last drain starts after that
+    # (as in the tests below).
+    wait_for(lambda: in_flight(sqs_client, queue) == 0, 30, "the killed drains' messages")
     returncode, stderr = job.drain()
     assert returncode == 0, stderr[-2000:]
     assert queue_is_empty(sqs_client, queue)
@@ -206,6 +217,7 @@ def test_a_store_killed_mid_run_fails_the_job_and_a_drain_after_its_restart_is_e
     assert ("redis" if service == "redis" else "mongo") in stderr.lower(), stderr[-2000:]
     assert not queue_is_empty(sqs_client, queue)  # what it could not store came back
     durable_stack.restart(service)
+    wait_for(lambda: in_flight(sqs_client, queue) == 0, 30, "the failed run's messages")
     returncode, stderr = job.drain()
     assert returncode == 0, stderr[-2000:]
     assert queue_is_empty(sqs_client, queue)
@@ -234,6 +246,7 @@ def test_a_stalled_store_fails_the_job_in_bounded_time_and_a_later_drain_is_exac
         )
     print(f"{service} stalled: the job failed after {failed_after:.1f} s")
     assert returncode != 0 and failed_after < FAILS_WITHIN, stderr[-2000:]
+    wait_for(lambda: in_flight(sqs_client, queue) == 0, 30, "the failed run's messages")
     returncode, stderr = job.drain()
     assert returncode == 0, stderr[-2000:]
     assert queue_is_empty(sqs_client, queue)
