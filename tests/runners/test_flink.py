@@ -101,8 +101,7 @@ def master(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue("cluster").env["FLINK_MASTER"]
 
 
-@pytest.fixture
-def on_flink(master: str, job_servers: dict[str, str]) -> list[str]:
+def flink_flags(master: str, job_servers: dict[str, str]) -> list[str]:
     """The flags that run a job on ``master`` at parallelism 2."""
     return [
         "--runner=flink",
@@ -110,6 +109,12 @@ def on_flink(master: str, job_servers: dict[str, str]) -> list[str]:
         f"--job_endpoint={job_servers[master]}",
         "--parallelism=2",
     ]
+
+
+@pytest.fixture
+def on_flink(master: str, job_servers: dict[str, str]) -> list[str]:
+    """The flags that run a job on ``master`` (each of the two) at parallelism 2."""
+    return flink_flags(master, job_servers)
 
 
 def counters(result: PipelineResult) -> dict[str, int]:
@@ -312,12 +317,7 @@ def test_a_taskmanager_killed_mid_stream_neither_loses_nor_doubles_a_packet(
     job from its last checkpoint, the queue redelivers what no finalized bundle deleted,
     and MongoDB's guard counts each packet once."""
     master = cluster.env["FLINK_MASTER"]
-    on_cluster = [
-        "--runner=flink",
-        f"--flink-master={master}",
-        f"--job_endpoint={job_servers[master]}",
-        "--parallelism=2",
-    ]
+    on_cluster = flink_flags(master, job_servers)
     values = [[(k * 37 + i) % 1000 - 300 for i in range(40)] for k in range(12)]
     arrays = {array_id: (batch, v) for v in values for array_id, batch in [packets(v)]}
     messages = [m for batch, _ in arrays.values() for m in batch]
