@@ -443,14 +443,16 @@ def _redis_options(function: Any) -> Any:
 @_redis_options
 @click.option("--json", "as_json", is_flag=True, help="Print the feed as a JSON array.")
 def feed_show(user_id: str, redis_url: str | None, redis_prefix: str, as_json: bool) -> None:
-    """Print USER_ID's feed, best post first (exit status 1 when there is none)."""
+    """Print USER_ID's feed, best post first, and when and from which window it was
+    computed (exit status 1 when there is none)."""
     from blogflow.io import redis
-    from blogflow.io.feeds import feed_key, read_feed
+    from blogflow.io.feeds import feed_key, read_feed, read_feedmeta
 
     client = redis.connect(redis_url)
     try:
         posts = read_feed(client, user_id, redis_prefix)
         ttl = client.ttl(feed_key(user_id, redis_prefix))
+        meta = read_feedmeta(client, user_id, redis_prefix)
     finally:
         client.close()
     if not posts:
@@ -459,6 +461,11 @@ def feed_show(user_id: str, redis_url: str | None, redis_prefix: str, as_json: b
         click.echo(json.dumps([{"postId": p, "score": s} for p, s in posts]))
         return
     click.echo(f"feed of {user_id}: {len(posts)} posts, expires in {ttl} s")
+    if meta:
+        click.echo(
+            f"computed {meta.get('computedAt', '?')} ({meta.get('reason', '?')}) "
+            f"from the engagement window {meta.get('window') or '?'}"
+        )
     for rank, (post_id, score) in enumerate(posts, 1):
         click.echo(f"{rank:>4}. {post_id}  {score:.4f}")
 

@@ -85,7 +85,7 @@ from blogflow.transforms.scoring import (
     bucket_start,
 )
 
-__all__ = ["NAME", "ComputeFeeds", "FeedOptions", "JOB", "build", "run"]
+__all__ = ["NAME", "ComputeFeeds", "FeedOptions", "JOB", "build", "engagement_window", "run"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -195,6 +195,13 @@ class _SplitAsOfFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(FUTURE, reject_event(event, "as_of", reason))
         else:
             self._after.inc()
+
+
+def engagement_window(as_of: float, config: ScoringConfig) -> tuple[int, int]:
+    """The sliding window ``[start, end)`` a run as of ``as_of`` scores engagement in:
+    the one that ends at the first period boundary after ``as_of``."""
+    end = bucket_start(as_of, config.window_period) + config.window_period
+    return end - config.window_size, end
 
 
 def _profile(item: tuple[str, tuple[frozenset[str], frozenset[str], float]]) -> UserProfile:
@@ -489,8 +496,7 @@ class ComputeFeeds(beam.PTransform):
 
     def expand(self, events: beam.PCollection) -> dict[str, beam.PCollection]:
         config, as_of = self._config, self._as_of
-        window_end = bucket_start(as_of, config.window_period) + config.window_period
-        window_start = window_end - config.window_size
+        window_start, window_end = engagement_window(as_of, config)
         close = window_end + config.allowed_lateness + config.window_period
         # Before the dedupe's shuffle, while the events still carry their raw records:
         # the shuffle then carries no raw payloads.
@@ -573,7 +579,11 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions, *, streaming: bool)
         keeps_late_data=not streaming and keeps_late_batch_data(options),
     )
     _ = computed["feeds"] | "WriteFeeds" >> WriteFeeds(
-        redis_url=stores.redis_url, prefix=stores.redis_prefix, ttl=config.feed_ttl
+        redis_url=stores.redis_url,
+        prefix=stores.redis_prefix,
+        ttl=config.feed_ttl,
+        window=engagement_window(as_of, config),
+        reason="schedule",
     )
     _ = (parsed[REJECTED], computed["dead"]) | "WriteDeadLetters" >> WriteDeadLetters(
         NAME, mongo_uri=stores.mongo_uri, database=stores.mongo_db

@@ -7,7 +7,15 @@ import apache_beam as beam
 import pytest
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from blogflow.io.feeds import WriteFeeds, feed_key, purge_feeds, read_all_feeds, read_feed
+from blogflow.io.feeds import (
+    WriteFeeds,
+    feed_key,
+    feedmeta_key,
+    purge_feeds,
+    read_all_feeds,
+    read_feed,
+    read_feedmeta,
+)
 from blogflow.io.redis import connect
 
 pytestmark = pytest.mark.integration
@@ -25,6 +33,24 @@ def test_feeds_are_written_ranked_with_a_ttl(redis_prefix):
     assert read_feed(client, "u2", redis_prefix) == [("p3", 2.0)]
     assert 0 < client.ttl(feed_key("u1", redis_prefix)) <= 600
     assert not client.exists(feed_key("u1", redis_prefix) + ":next")
+    client.close()
+
+
+def test_each_feed_has_a_metadata_hash_with_the_feeds_ttl(redis_prefix):
+    # 2025-11-21T00:00:00Z to 2025-11-22T00:00:00Z
+    window = (1763683200, 1763769600)
+    write([("u1", [("p1", 1.0)])], redis_prefix, ttl=600, window=window, reason="event")
+    client = connect()
+    meta = read_feedmeta(client, "u1", redis_prefix)
+    assert meta["window"] == "2025-11-21T00:00:00Z/2025-11-22T00:00:00Z"
+    assert meta["reason"] == "event"
+    assert meta["computedAt"].endswith("Z") and meta["computedAt"][:2] == "20"
+    assert 0 < client.ttl(feedmeta_key("u1", redis_prefix)) <= 600
+    write([("u1", [("p2", 2.0)])], redis_prefix)  # replaced whole, as the feed is
+    assert read_feedmeta(client, "u1", redis_prefix)["reason"] == "schedule"
+    assert read_feedmeta(client, "u1", redis_prefix)["window"] == ""
+    write([("u1", [])], redis_prefix)  # no feed, no metadata
+    assert read_feedmeta(client, "u1", redis_prefix) == {}
     client.close()
 
 
@@ -81,6 +107,7 @@ def test_purge_removes_every_feed_with_scan(redis_prefix):
     progress = list(purge_feeds(client, redis_prefix, batch=1000))
     assert progress[-1] == 2500 and len(progress) >= 3
     assert list(client.scan_iter(match=f"{redis_prefix}feed:*")) == []
+    assert list(client.scan_iter(match=f"{redis_prefix}feedmeta:*")) == []
     assert client.get(f"{redis_prefix}other") == "stays"
     client.close()
 
@@ -90,6 +117,8 @@ def test_bad_arguments():
         WriteFeeds(ttl=0)
     with pytest.raises(ValueError, match="batch_size"):
         WriteFeeds(batch_size=0)
+    with pytest.raises(ValueError, match="reason must be one of schedule, event, purge"):
+        WriteFeeds(reason="cron")
 
 
 def test_read_all_feeds_reads_only_the_feeds_under_the_prefix(redis_client, redis_prefix):

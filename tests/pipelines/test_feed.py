@@ -7,7 +7,7 @@ import pytest
 
 from blogflow.events import make_event
 from blogflow.io import redis as redis_io
-from blogflow.io.feeds import read_feed
+from blogflow.io.feeds import read_feed, read_feedmeta, window_text
 from blogflow.pipelines import feed
 from blogflow.transforms.scoring import ScoringConfig, personal_score, post_score
 
@@ -192,6 +192,9 @@ def test_feed_show_and_purge_commands(archive, mongo_db, redis_prefix):
     assert [(p["postId"], p["score"]) for p in json.loads(shown.output)] == stored
     text = runner.invoke(cli, ["feed", "show", "u1", "--redis-prefix", redis_prefix])
     assert f"feed of u1: {len(stored)} posts" in text.output
+    window = window_text(feed.engagement_window(AS_OF.timestamp(), ScoringConfig()))
+    assert f"(schedule) from the engagement window {window}" in text.output
+    assert read_feedmeta(client, "u1", redis_prefix)["window"] == window
     missing = runner.invoke(cli, ["feed", "show", "nobody", "--redis-prefix", redis_prefix])
     assert missing.exit_code == 1 and "no feed stored" in missing.output
 
