@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.transforms.display import DisplayDataItem
@@ -30,6 +30,7 @@ from blogflow.io._redis_sink import RedisBatchFn
 
 __all__ = [
     "REASONS",
+    "FeedUpdate",
     "WriteFeeds",
     "feed_key",
     "feedmeta_key",
@@ -49,9 +50,19 @@ REASONS = ("schedule", "event", "purge")
 #: KEYS[1] the feed, KEYS[2] the aside key, KEYS[3] the metadata hash; ARGV[1] TTL
 #: seconds, ARGV[2] the feed as a JSON array ``[score, postId, score, postId, ...]`` (one
 #: argument: packing a hundred separate ones costs the writer more than the whole script
-#: costs Redis), ARGV[3..5] computedAt, window, reason.
+#: costs Redis), ARGV[3..5] computedAt, window, reason. A feed whose stored window is
+#: later than ARGV[4] stays (the texts of windows of one size sort as their times do);
+#: an empty feed deletes the feed and its metadata.
 _REPLACE_FEED = """
+local held = redis.call('HGET', KEYS[3], 'window')
+if held and held > ARGV[4] then
+  return -1
+end
 local items = cjson.decode(ARGV[2])
+if #items == 0 then
+  redis.call('DEL', KEYS[1], KEYS[3])
+  return 0
+end
 redis.call('DEL', KEYS[2])
 for i = 1, #items, 2000 do
   redis.call('ZADD', KEYS[2], unpack(items, i, math.min(i + 1999, #items)))
@@ -85,6 +96,23 @@ def window_text(window: tuple[float, float]) -> str:
     return f"{_iso(window[0])}/{_iso(window[1])}"
 
 
+class FeedUpdate(NamedTuple):
+    """A feed to write, with where it comes from.
+
+    Attributes:
+        user_id: whose feed.
+        feed: ``[(postId, score), ...]``, best first; empty deletes the feed.
+        window: the engagement window ``(start, end)`` it was computed from, epoch
+            seconds, or None when it comes from no window yet.
+        reason: why it was computed, one of :data:`REASONS`.
+    """
+
+    user_id: str
+    feed: Sequence[tuple[str, float]]
+    window: tuple[float, float] | None
+    reason: str
+
+
 class _WriteFeedsFn(RedisBatchFn):
     def __init__(
         self,
@@ -106,21 +134,36 @@ class _WriteFeedsFn(RedisBatchFn):
         super().setup()
         self._script = self._client.register_script(_REPLACE_FEED)
 
-    def write(self, pipe: Any, batch: list[tuple[str, Sequence[tuple[str, float]]]]) -> None:
+    def prepare(self, element: Any) -> tuple[str, Sequence[tuple[str, float]], str, str]:
+        if isinstance(element, FeedUpdate):
+            if element.reason not in REASONS:
+                raise ValueError(
+                    f"reason must be one of {', '.join(REASONS)}, got {element.reason!r}"
+                )
+            window = window_text(element.window) if element.window is not None else ""
+            return element.user_id, element.feed, window, element.reason
+        user_id, feed = element
+        return user_id, feed, self._window, self._reason
+
+    def write(
+        self, pipe: Any, batch: list[tuple[str, Sequence[tuple[str, float]], str, str]]
+    ) -> None:
         computed_at = _iso(time.time())
-        for user_id, feed in batch:
+        for user_id, feed, window, reason in batch:
             key = feed_key(user_id, self._prefix)
-            meta = feedmeta_key(user_id, self._prefix)
-            if feed:
-                items = json.dumps([x for post_id, score in feed for x in (score, post_id)])
-                args = [self._ttl, items, computed_at, self._window, self._reason]
-                self._script(keys=[key, key + ":next", meta], args=args, client=pipe)
-            else:  # an empty feed: no stale feed stays behind
-                pipe.delete(key, meta)
+            # An empty feed deletes the feed: no stale feed stays behind.
+            items = json.dumps([x for post_id, score in feed for x in (score, post_id)])
+            args = [self._ttl, items, computed_at, window, reason]
+            self._script(
+                keys=[key, key + ":next", feedmeta_key(user_id, self._prefix)],
+                args=args,
+                client=pipe,
+            )
 
 
 class WriteFeeds(beam.PTransform):
-    """Writes ``(userId, [(postId, score), ...])`` feeds to Redis, each replaced atomically.
+    """Writes ``(userId, [(postId, score), ...])`` feeds, or :class:`FeedUpdate`, to
+    Redis, each replaced atomically, never by one of an earlier window.
 
     Args:
         redis_url: the Redis to write to; ``REDIS_URL`` by default.
@@ -129,6 +172,7 @@ class WriteFeeds(beam.PTransform):
         batch_size: feeds per round trip.
         window: the engagement window ``(start, end)``, epoch seconds, the feeds were
             computed from; stored in each ``feedmeta:{userId}`` (empty when not given).
+            A :class:`FeedUpdate` brings its own window and reason.
         reason: why they were computed, one of :data:`REASONS`.
     """
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import math
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -76,13 +77,13 @@ from blogflow.transforms.feeds import (
     is_active,
     to_candidate,
 )
+from blogflow.transforms.live_feeds import FEED_SHARDS, REFRESHES, LiveFeeds
 from blogflow.transforms.parsing import REJECTED, ParseEvents
 from blogflow.transforms.scoring import (
     ENGAGEMENT_TYPES,
     TOO_LATE,
     ScorePosts,
     ScoringConfig,
-    bucket_start,
 )
 
 __all__ = ["NAME", "ComputeFeeds", "FeedOptions", "JOB", "build", "engagement_window", "run"]
@@ -121,9 +122,28 @@ class FeedOptions(PipelineOptions):
             "--as-of",
             "--as_of",
             dest="as_of",
-            default="now",
-            help="compute the feeds as of this time, ISO 8601 with a zone, e.g. "
-            "2026-11-21T12:00:00Z, for a backfill (default: now)",
+            default=None,
+            help="compute the feeds once, as of this time (ISO 8601 with a zone, e.g. "
+            "2026-11-21T12:00:00Z, or 'now'): a backfill, or a one-off snapshot of a "
+            "stream. Default: now for a file or a drain; a stream or queue read without "
+            "--drain runs the live job, which keeps every active user's feed current",
+        )
+        group.add_argument(
+            "--feed-shards",
+            "--feed_shards",
+            dest="feed_shards",
+            type=int,
+            default=FEED_SHARDS,
+            help="live job: keys the users are spread over (default: %(default)s)",
+        )
+        group.add_argument(
+            "--max-refresh-delay",
+            "--max_refresh_delay",
+            dest="max_refresh_delay",
+            type=float,
+            default=10.0,
+            help="live job: seconds within which late data refreshes the feeds again "
+            "(default: %(default)s)",
         )
         group.add_argument(
             "--max-skew",
@@ -131,8 +151,8 @@ class FeedOptions(PipelineOptions):
             dest="max_skew",
             type=float,
             default=300.0,
-            help="seconds an event may lie after --as-of before it is dead-lettered "
-            "(default: %(default)s)",
+            help="with --as-of: seconds an event may lie after it before it is "
+            "dead-lettered (default: %(default)s)",
         )
         group.add_argument(
             "--dedupe-horizon",
@@ -199,8 +219,9 @@ class _SplitAsOfFn(beam.DoFn):
 
 def engagement_window(as_of: float, config: ScoringConfig) -> tuple[int, int]:
     """The sliding window ``[start, end)`` a run as of ``as_of`` scores engagement in:
-    the one that ends at the first period boundary after ``as_of``."""
-    end = bucket_start(as_of, config.window_period) + config.window_period
+    the one that ends at the first period boundary at or after ``as_of``, so a run as of
+    a boundary scores the window the live job refreshes the feeds from there."""
+    end = math.ceil(as_of / config.window_period) * config.window_period
     return end - config.window_size, end
 
 
@@ -213,6 +234,7 @@ class _CandidatesFn(beam.DoFn):
     def __init__(self, as_of: float, config: ScoringConfig) -> None:
         self._as_of = as_of
         self._config = config
+        self._window_end = engagement_window(as_of, config)[1]
         self._unknown = Metrics.counter("blogflow", "engagement_unknown_post")
         self._deleted = Metrics.counter("blogflow", "engagement_deleted_post")
 
@@ -224,7 +246,9 @@ class _CandidatesFn(beam.DoFn):
             self._unknown.inc()
         elif counts is not None and info is not None and info.deleted:
             self._deleted.inc()
-        candidate = to_candidate(post_id, counts, info, self._as_of, self._config)
+        candidate = to_candidate(
+            post_id, counts, info, self._as_of, self._config, window_end=self._window_end
+        )
         if candidate is not None:
             yield candidate
 
@@ -469,7 +493,7 @@ class ComputeFeeds(beam.PTransform):
     def __init__(
         self,
         config: ScoringConfig,
-        as_of: float,
+        as_of: float | None,
         *,
         streaming: bool,
         keeps_late_data: bool = False,
@@ -477,10 +501,14 @@ class ComputeFeeds(beam.PTransform):
         dedupe_horizon: float | None = None,
         started: float | None = None,
         grace: float = ARRIVAL_GRACE,
+        shards: int = FEED_SHARDS,
+        late_every: int = 5,
+        emit_refreshes: bool = False,
     ) -> None:
         super().__init__()
         self._config = config
-        self._as_of = as_of
+        self._live = as_of is None and streaming
+        self._as_of = time.time() if as_of is None else as_of
         self._max_skew = max_skew
         if dedupe_horizon is None:
             dedupe_horizon = config.window_size + config.allowed_lateness
@@ -493,8 +521,28 @@ class ComputeFeeds(beam.PTransform):
         self._keeps_late_data = keeps_late_data
         self._started = time.time() if started is None else started
         self._grace = grace
+        self._live_feeds = LiveFeeds(
+            config, shards=shards, late_every=late_every, emit_refreshes=emit_refreshes
+        )
+
+    @property
+    def live(self) -> bool:
+        """Whether this is the live job (no as-of time, streaming)."""
+        return self._live
 
     def expand(self, events: beam.PCollection) -> dict[str, beam.PCollection]:
+        if self._live:
+            current = events | "DropDuplicates" >> DropRedeliveries(
+                self._dedupe_horizon, streaming=True
+            )
+            live = current | "LiveFeeds" >> self._live_feeds
+            nothing = events.pipeline | "NoDeadLetters" >> beam.Create([])
+            return {
+                "feeds": live["feeds"],
+                "dead": nothing,
+                TOO_LATE: live[TOO_LATE],
+                REFRESHES: live[REFRESHES],
+            }
         config, as_of = self._config, self._as_of
         window_start, window_end = engagement_window(as_of, config)
         close = window_end + config.allowed_lateness + config.window_period
@@ -564,7 +612,7 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions, *, streaming: bool)
     stores = options.view_as(StoreOptions)
     feed = options.view_as(FeedOptions)
     config = feed.config()
-    as_of = parse_as_of(feed.as_of)
+    as_of = parse_as_of(feed.as_of) if feed.as_of is not None else None
     records = pipeline | "ReadSource" >> read_source(options)
     # Left stamped with the source's time, for DropRedeliveries; it stamps event time.
     parsed = records | "ParseEvents" >> ParseEvents(
@@ -577,12 +625,18 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions, *, streaming: bool)
         max_skew=feed.max_skew,
         dedupe_horizon=feed.dedupe_horizon,
         keeps_late_data=not streaming and keeps_late_batch_data(options),
+        shards=feed.feed_shards,
+        late_every=max(1, int(feed.max_refresh_delay // 2)),
+    )
+    # The live job's feeds say themselves which window they come from and why.
+    window = (
+        None if as_of is None and streaming else engagement_window(as_of or time.time(), config)
     )
     _ = computed["feeds"] | "WriteFeeds" >> WriteFeeds(
         redis_url=stores.redis_url,
         prefix=stores.redis_prefix,
         ttl=config.feed_ttl,
-        window=engagement_window(as_of, config),
+        window=window,
         reason="schedule",
     )
     _ = (parsed[REJECTED], computed["dead"]) | "WriteDeadLetters" >> WriteDeadLetters(

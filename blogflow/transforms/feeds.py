@@ -44,6 +44,7 @@ __all__ = [
     "UserProfile",
     "build_feed",
     "is_active",
+    "post_info",
     "rank_every_candidate",
     "score_for",
     "to_candidate",
@@ -184,7 +185,8 @@ class PostInfo(NamedTuple):
     version: tuple[float, str]
 
 
-def _post_info(event: Any) -> PostInfo:
+def post_info(event: Any) -> PostInfo:
+    """The post state a ``post_published``, ``post_updated`` or ``post_deleted`` event gives."""
     version = (event.event_time, event.id)
     data = event.data
     if event.type == "post_deleted":
@@ -203,7 +205,7 @@ class LatestPostFn(beam.CombineFn):
         return None
 
     def add_input(self, latest: PostInfo | None, event: Any) -> PostInfo:
-        info = _post_info(event)
+        info = post_info(event)
         return info if latest is None or info.version > latest.version else latest
 
     def merge_accumulators(self, accumulators: Iterable[PostInfo | None]) -> PostInfo | None:
@@ -261,13 +263,25 @@ def to_candidate(
     info: PostInfo | None,
     at: float,
     config: ScoringConfig,
+    *,
+    window_end: float | None = None,
 ) -> Candidate | None:
-    """A post's candidate for feeds at time ``at``, or None: a post with no engagement,
-    one never published (unknown id) or deleted is not a candidate."""
-    if counts is None or info is None or info.deleted:
+    """A post's candidate for feeds at time ``at``, or None: a post never published
+    (unknown id) or deleted is not a candidate, nor one with no engagement, unless it was
+    published in the engagement window ``[window_end - window_size, window_end)``: a new
+    post is a candidate from the start (score 0 until it is engaged with), so it reaches
+    the feeds of those who follow its author or its tags."""
+    if info is None or info.deleted:
         return None
+    new = (
+        window_end is not None and window_end - config.window_size <= info.published_at < window_end
+    )
+    if counts is None:
+        if not new:
+            return None
+        counts = (0, 0, 0)
     score = post_score(counts, info.published_at, at, config)
-    return Candidate(post_id, score, info.author_id, info.tags) if score > 0 else None
+    return Candidate(post_id, score, info.author_id, info.tags) if score > 0 or new else None
 
 
 class Candidate(NamedTuple):

@@ -50,6 +50,7 @@ from blogflow.transforms.combining import CombinePerBundle
 
 __all__ = [
     "ENGAGEMENT_TYPES",
+    "CountEngagementFn",
     "TOO_LATE",
     "TOO_LATE_SHARDS",
     "PostEngagement",
@@ -59,6 +60,7 @@ __all__ = [
     "bucket_start",
     "engagement_score",
     "personal_score",
+    "post_period_kind",
     "post_score",
     "recency_decay",
     "sliding_windows",
@@ -197,7 +199,7 @@ def top_k(scored: Iterable[tuple[str, float]], k: int) -> list[tuple[str, float]
 # ---------------------------------------------------------------------------- combining
 
 
-class _CountPerHourFn(beam.CombineFn):
+class CountEngagementFn(beam.CombineFn):
     """Counts engagement kinds: input a kind index, accumulator ``[views, likes, comments]``."""
 
     def create_accumulator(self) -> list[int]:
@@ -426,7 +428,9 @@ class _ToPostEngagementFn(beam.DoFn):
         )
 
 
-def _post_hour_kind(period: int):  # noqa: ANN202 - a closure, typed by its use
+def post_period_kind(period: int):  # noqa: ANN202 - a closure, typed by its use
+    """The ``key_value_fn`` that keys an engagement event by ``(postId, period start)``
+    with its kind's index, for :class:`CountEngagementFn` in a ``CombinePerBundle``."""
     kind_of = _KIND
 
     def key_value(event: Any) -> tuple[tuple[str, int], int]:
@@ -468,7 +472,7 @@ class ScorePosts(beam.PTransform):
     def expand(self, events: beam.PCollection) -> dict[str, beam.PCollection]:
         config = self._config
         hours = events | "CountPerPostHour" >> CombinePerBundle(
-            _CountPerHourFn(), key_value_fn=_post_hour_kind(config.window_period)
+            CountEngagementFn(), key_value_fn=post_period_kind(config.window_period)
         )
         if self._streaming:
             split = (

@@ -8,6 +8,7 @@ import pytest
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from blogflow.io.feeds import (
+    FeedUpdate,
     WriteFeeds,
     feed_key,
     feedmeta_key,
@@ -46,11 +47,36 @@ def test_each_feed_has_a_metadata_hash_with_the_feeds_ttl(redis_prefix):
     assert meta["reason"] == "event"
     assert meta["computedAt"].endswith("Z") and meta["computedAt"][:2] == "20"
     assert 0 < client.ttl(feedmeta_key("u1", redis_prefix)) <= 600
-    write([("u1", [("p2", 2.0)])], redis_prefix)  # replaced whole, as the feed is
+    write([("u1", [("p2", 2.0)])], redis_prefix, window=window)  # replaced whole
     assert read_feedmeta(client, "u1", redis_prefix)["reason"] == "schedule"
-    assert read_feedmeta(client, "u1", redis_prefix)["window"] == ""
-    write([("u1", [])], redis_prefix)  # no feed, no metadata
+    assert read_feed(client, "u1", redis_prefix) == [("p2", 2.0)]
+    write([("u1", [])], redis_prefix, window=window)  # no feed, no metadata
     assert read_feedmeta(client, "u1", redis_prefix) == {}
+    client.close()
+
+
+def test_a_feed_is_never_replaced_by_one_of_an_earlier_window(redis_prefix):
+    day, hour = (1763683200, 1763769600), 3600
+    write([FeedUpdate("u1", [("new", 2.0)], day, "schedule")], redis_prefix)
+    earlier = (day[0] - hour, day[1] - hour)
+    write(
+        [
+            FeedUpdate("u1", [("old", 1.0)], earlier, "schedule"),
+            FeedUpdate("u1", [], earlier, "event"),  # nor deleted by one
+            ("u1", [("windowless", 1.0)]),
+        ],
+        redis_prefix,
+    )
+    client = connect()
+    assert read_feed(client, "u1", redis_prefix) == [("new", 2.0)]
+    assert read_feedmeta(client, "u1", redis_prefix)["reason"] == "schedule"
+    # the same window (an event since the refresh) or a later one replaces it
+    write([FeedUpdate("u1", [("patched", 3.0)], day, "event")], redis_prefix)
+    assert read_feed(client, "u1", redis_prefix) == [("patched", 3.0)]
+    later = (day[0] + hour, day[1] + hour)
+    write([FeedUpdate("u1", [("later", 1.0)], later, "schedule")], redis_prefix)
+    assert read_feed(client, "u1", redis_prefix) == [("later", 1.0)]
+    assert read_feedmeta(client, "u1", redis_prefix)["window"].endswith("T01:00:00Z")
     client.close()
 
 

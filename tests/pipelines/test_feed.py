@@ -166,7 +166,7 @@ def test_every_feed_flag_takes_both_spellings():
     parser = argparse.ArgumentParser()
     FeedOptions._add_argparse_args(parser)
     actions = [a for a in parser._actions if a.dest != "help"]
-    assert len(actions) == 17
+    assert len(actions) == 19
     for action in actions:
         value = {int: "7", float: "0.5"}.get(action.type, "2026-11-21T12:00:00Z")
         expected = action.type(value) if action.type else value
