@@ -71,6 +71,7 @@ bench: system-deps runners
 	$(BIN)/python benchmarks/summing.py
 	$(BIN)/python benchmarks/feed_windows.py
 	$(BIN)/python benchmarks/feed_materialize.py
+	$(BIN)/python benchmarks/feed_refresh.py --users 5000 --posts 500
 	$(BIN)/python benchmarks/backup_requests.py
 	$(BIN)/python benchmarks/notifier_latency.py
 	$(BIN)/python benchmarks/flink_parallelism.py

@@ -511,6 +511,7 @@ class FeedShardFn(beam.DoFn):
         self._emit_refreshes = emit_refreshes
         self._scheduled = Metrics.counter("blogflow", "feeds_scheduled")
         self._on_event = Metrics.counter("blogflow", "feeds_on_event")
+        self._patch_cache: dict[int, tuple[Any, CandidateIndex]] = {}
 
     def process(
         self,
@@ -528,22 +529,23 @@ class FeedShardFn(beam.DoFn):
         latest = max(indexes, default=None)
         if kind == _USER:
             at = value[1]
-            yield from self._on_user(readers, indexes, live, max(clock, at), value)
+            yield from self._on_user(element[0], readers, indexes, live, max(clock, at), value)
             readers_state.write(readers)
             clock_state.write(max(clock, at))
         elif kind == _POST:
             info: PostInfo = value
             held = live.get(info.post_id)
             if held is None or info.version > held.version:
-                before = patch_index(_index_of(indexes, latest), live.values())
+                before = self._patched(element[0], indexes, latest, live)
                 live[info.post_id] = info
                 live_state.write(live)
                 clock_state.write(max(clock, info.version[0]))
-                after = patch_index(_index_of(indexes, latest), live.values())
+                after = self._patched(element[0], indexes, latest, live)
                 now = max(clock, info.version[0])
                 yield from self._on_post(readers, before, after, info, latest, now)
         elif not indexes or value.end > max(indexes) - self._keep:  # else closed long since
             refresh: Refresh = value
+            self._patch_cache.pop(element[0], None)
             indexes[refresh.end] = refresh.candidates
             newest = max(indexes)
             indexes = {e: i for e, i in indexes.items() if e > newest - self._keep}
@@ -559,7 +561,24 @@ class FeedShardFn(beam.DoFn):
 
     # ------------------------------------------------------------------ what changes
 
-    def _on_user(self, readers, indexes, live, now, value) -> Iterator[Any]:
+    def _patched(self, shard: int, indexes, latest: int | None, live) -> CandidateIndex:
+        """The latest index patched with the posts since, kept while neither changes (a
+        shard's users are rebuilt from it one by one as their events come)."""
+        index = _index_of(indexes, latest)
+        first = index.ranked[0] if index.ranked else None
+        token = (
+            latest,
+            len(index),
+            first,
+            len(live),
+            max((i.version for i in live.values()), default=None),
+        )
+        held = self._patch_cache.get(shard)
+        if held is None or held[0] != token:
+            held = self._patch_cache[shard] = (token, patch_index(index, live.values()))
+        return held[1]
+
+    def _on_user(self, shard, readers, indexes, live, now, value) -> Iterator[Any]:
         user_id, at, what, name = value
         reader = readers.get(user_id)
         was_active = reader is not None and reader.last_seen() >= now - self._active_for
@@ -582,7 +601,7 @@ class FeedShardFn(beam.DoFn):
                 {user_id: reader}, ((e, i) for e, i in sorted(indexes.items()) if e >= at)
             )
         if followed or not was_active:
-            index = patch_index(_index_of(indexes, latest), live.values())
+            index = self._patched(shard, indexes, latest, live)
             yield from self._rebuild({user_id: reader}, index, latest, now, "event")
 
     def _on_post(self, readers, before, after, info, latest, now) -> Iterator[Any]:
@@ -616,21 +635,15 @@ class FeedShardFn(beam.DoFn):
 
     def _rebuild_all(self, readers, index, live, end: int, clock: float) -> Iterator[Any]:
         patched = patch_index(index, live.values())
-        now = max(end, clock)
-        window = self._window(end)
-        for user_id, reader in readers.items():
-            profile = profile_at(user_id, reader)
-            if is_active(profile, now, self._config):
-                self._scheduled.inc()
-                feed = build_feed(profile, patched, self._config)
-                yield FeedUpdate(user_id, feed, window, "schedule")
+        yield from self._rebuild(readers, patched, end, max(end, clock), "schedule")
 
     def _rebuild(self, readers, index, end: int | None, now: float, reason: str) -> Iterator[Any]:
         window = self._window(end)
+        counter = self._scheduled if reason == "schedule" else self._on_event
         for user_id, reader in readers.items():
             profile = profile_at(user_id, reader)
             if is_active(profile, now, self._config):
-                self._on_event.inc()
+                counter.inc()
                 yield FeedUpdate(user_id, build_feed(profile, index, self._config), window, reason)
 
     def _refreshes(self, readers, refreshes: Iterable[tuple[int, CandidateIndex]]) -> Iterator[Any]:
