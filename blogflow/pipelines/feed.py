@@ -1,22 +1,29 @@
 """The feed job: engagement scored in event-time windows, a top-K feed per active user.
 
+    the backfill:
     source ─► ParseEvents ─► SplitAsOf ─► DropDuplicates ─► events up to --as-of
     events ─► ScorePosts ─► CurrentWindow ─┐
     events ─► LatestPost ──────────────────┴─► JoinPosts ─► Candidates ─► TopCandidates
     events ─► Profiles ─► ActiveUsers ─► BuildFeeds (TopCandidates as side input) ─► WriteFeeds
     rejected by ParseEvents, events far after --as-of ─► WriteDeadLetters
+    the live job:
+    source ─► ParseEvents ─► DropDuplicates ─► LiveFeeds ─► WriteFeeds
 
-A run computes the feeds *as of* one time (``--as-of``, default now): the engagement of
-the sliding window that contains it, each post's latest state, each user's follows and
-activity up to it. So a backfill of an archive with ``--as-of`` gives the feeds the site
-would have shown then, and running it twice gives the same feeds.
+Two jobs in one composite (:class:`ComputeFeeds`). Without ``--as-of``, a stream or
+queue read without ``--drain`` runs **the live job** (on Prism locally): it keeps every
+active user's feed current, refreshed at every ``--window-period`` and rebuilt at once by
+the events that change it (see :mod:`blogflow.transforms.live_feeds`). With ``--as-of``
+(or on a file or a drain, as of now by default) a run is **a backfill**: it computes the
+feeds *as of* one time: the engagement of the window ending at the first period boundary
+at or after it, each post's latest state, each user's follows and activity up to it. A
+backfill of an archive gives the feeds the site would have shown then, running it twice
+gives the same feeds, and as of a refresh it gives what the live job scheduled there.
 
 Run it with ``blogflow run feed --source file://GLOB`` (or ``kinesis://STREAM`` or
-``sqs://QUEUE`` with ``--drain``) or ``python -m blogflow.pipelines.feed --help``.
-Without ``--drain`` a stream or queue makes a streaming job (on Prism): it writes the
-feeds once its source's watermark has passed the as-of window's close, the time it
-started and a few seconds after the last event that counts arrived, and keeps running
-until it is stopped (see :class:`ComputeFeeds`).
+``sqs://QUEUE``, with ``--drain`` or without) or ``python -m blogflow.pipelines.feed
+--help``. ``--as-of T`` on a stream without ``--drain`` is a one-off snapshot: it writes
+the feeds once its source's watermark has passed the as-of window's close, the time it
+started and a few seconds after the last event that counts arrived, and keeps running.
 
 Defined outcomes of odd input:
 
@@ -26,8 +33,8 @@ Defined outcomes of odd input:
   SQS sent time), however far the copy's ``occurredAt`` lies behind the watermark;
 - engagement on a post that was never published, or whose latest event is
   ``post_deleted``, puts no post in any feed;
-- an event more than ``--max-skew`` seconds after ``--as-of`` is dead-lettered (stage
-  ``as_of``) as the source delivered it: its raw message under the source's message id;
+- with ``--as-of``, an event more than ``--max-skew`` seconds after it is dead-lettered
+  (stage ``as_of``) as the source delivered it: its raw message under the source's message id;
   one within the skew is left for a later run (metric ``events_after_as_of``). Both are
   decided per delivery, before duplicates are dropped;
 - an event before the epoch is rejected when parsed.
@@ -450,7 +457,11 @@ class _LatestPaneFn(beam.CombineFn):
 
 
 class ComputeFeeds(beam.PTransform):
-    """Typed events in, ``(userId, [(postId, score), ...])`` feeds as of ``as_of`` out.
+    """Typed events in, feeds out: as of ``as_of`` (a backfill, a snapshot), or, with
+    ``as_of=None`` in a streaming pipeline, the live job's
+    :class:`~blogflow.io.feeds.FeedUpdate` whenever a feed changes (see
+    :class:`~blogflow.transforms.live_feeds.LiveFeeds`; then ``["dead"]`` is empty and the
+    output has ``[REFRESHES]`` too). What follows is the backfill's.
 
     Input: events as ``ParseEvents(event_time=False, keep_source=True)`` emits them,
     globally windowed, from a bounded or an unbounded source: stamped with their source's
@@ -475,7 +486,8 @@ class ComputeFeeds(beam.PTransform):
 
     Args:
         config: windows, weights and limits.
-        as_of: the time the feeds are computed as of, epoch seconds.
+        as_of: the time the feeds are computed as of, epoch seconds; None: the live job
+            in a streaming pipeline, now in a batch one.
         streaming: whether the pipeline streams (decided by the pipeline module).
         max_skew: seconds an event may lie after ``as_of`` before it is dead-lettered.
         dedupe_horizon: streaming only: seconds of source time an event id is remembered
@@ -484,6 +496,8 @@ class ComputeFeeds(beam.PTransform):
             made).
         grace: seconds of source time the feeds wait after the last event that counts
             arrived (see :data:`ARRIVAL_GRACE`).
+        shards, late_every, emit_refreshes: the live job's, see
+            :class:`~blogflow.transforms.live_feeds.LiveFeeds`.
         keeps_late_data: a batch run on a runner whose batch GroupByKey groups by window
             and never drops data behind the watermark (Flink's batch translation): no
             hold, and the one global window instead of the as-of window, since that runner
