@@ -133,8 +133,9 @@ def events(users: int, posts: int) -> list[bytes]:
     return [e.to_json() for e in out]
 
 
-def refresh_run(users: int, posts: int, config: ScoringConfig, timeout: float) -> dict[str, Any]:
-    bodies = events(users, posts)
+def refresh_run(
+    bodies: list[bytes], users: int, config: ScoringConfig, timeout: float
+) -> dict[str, Any]:
     stream = TestStream().advance_watermark_to(START)
     for n in range(0, len(bodies), 5000):
         batch = bodies[n : n + 5000]
@@ -194,7 +195,8 @@ def main() -> None:
         one_shot = time.perf_counter() - started
 
         # (b) the live job's refresh on Prism
-        live = refresh_run(args.users, args.posts, config, args.timeout)
+        bodies = events(args.users, args.posts)
+        live = refresh_run(bodies, args.users, config, args.timeout)
         client = connect()
         pipe = client.pipeline(transaction=False)
         for n in range(args.users):
@@ -206,7 +208,7 @@ def main() -> None:
         rng = random.Random(7)
         profiles = {}
         follows = {}
-        for body in events(args.users, args.posts):
+        for body in bodies:
             event = json.loads(body)
             if event["type"] in ("user_followed", "tag_followed"):
                 follows.setdefault(event["userId"], []).append(event["data"])

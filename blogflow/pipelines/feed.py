@@ -539,11 +539,6 @@ class ComputeFeeds(beam.PTransform):
             config, shards=shards, late_every=late_every, emit_refreshes=emit_refreshes
         )
 
-    @property
-    def live(self) -> bool:
-        """Whether this is the live job (no as-of time, streaming)."""
-        return self._live
-
     def expand(self, events: beam.PCollection) -> dict[str, beam.PCollection]:
         if self._live:
             current = events | "DropDuplicates" >> DropRedeliveries(
@@ -627,6 +622,8 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions, *, streaming: bool)
     feed = options.view_as(FeedOptions)
     config = feed.config()
     as_of = parse_as_of(feed.as_of) if feed.as_of is not None else None
+    if as_of is None and not streaming:  # a file or a drain: as of now
+        as_of = time.time()
     records = pipeline | "ReadSource" >> read_source(options)
     # Left stamped with the source's time, for DropRedeliveries; it stamps event time.
     parsed = records | "ParseEvents" >> ParseEvents(
@@ -643,9 +640,7 @@ def build(pipeline: beam.Pipeline, options: PipelineOptions, *, streaming: bool)
         late_every=max(1, int(feed.max_refresh_delay // 2)),
     )
     # The live job's feeds say themselves which window they come from and why.
-    window = (
-        None if as_of is None and streaming else engagement_window(as_of or time.time(), config)
-    )
+    window = None if as_of is None else engagement_window(as_of, config)
     _ = computed["feeds"] | "WriteFeeds" >> WriteFeeds(
         redis_url=stores.redis_url,
         prefix=stores.redis_prefix,

@@ -24,7 +24,7 @@ patched with those posts.
 Every step is a stateful DoFn with event-time timers, none a triggered window: Prism
 (2.77) fires a window with a custom trigger or allowed lateness only when the watermark
 jumps (TestStream), never as a live source's watermark moves (measured). The pure logic
-(:func:`snapshot`, :func:`profile_at`, :func:`patch_index`, :func:`publish_ends`,
+(:func:`snapshot`, :func:`profile_at`, :func:`patch_index`, :func:`refreshes_holding`,
 :func:`best_candidates`) is tested without Beam.
 """
 
@@ -83,7 +83,7 @@ __all__ = [
     "feed_shard",
     "patch_index",
     "profile_at",
-    "publish_ends",
+    "refreshes_holding",
     "snapshot",
 ]
 
@@ -108,10 +108,11 @@ def feed_shard(user_id: str, shards: int) -> int:
     return zlib.crc32(user_id.encode("utf-8")) % shards
 
 
-def publish_ends(published_at: float, config: ScoringConfig) -> range:
-    """The refreshes (window ends) whose window ``[end - size, end)`` holds ``published_at``."""
-    first = bucket_start(published_at, config.window_period) + config.window_period
-    last = bucket_start(published_at + config.window_size, config.window_period)
+def refreshes_holding(at: float, config: ScoringConfig) -> range:
+    """The refreshes (window ends) whose window ``[end - size, end)`` holds time ``at``: a
+    publication's, or a period's (its start)."""
+    first = bucket_start(at, config.window_period) + config.window_period
+    last = bucket_start(at + config.window_size, config.window_period)
     return range(first, last + 1, config.window_period)
 
 
@@ -233,7 +234,7 @@ class PostSnapshotsFn(beam.DoFn):
                 return TooLate(post_id, period, counts)
             held = post.periods.get(period, (0, 0, 0))
             post.periods[period] = (held[0] + counts[0], held[1] + counts[1], held[2] + counts[2])
-            return list(_period_ends(period, config))
+            return list(refreshes_holding(period, config))
         info: PostInfo = value
         if any(v.version == info.version for v in post.versions):
             return None
@@ -244,10 +245,10 @@ class PostSnapshotsFn(beam.DoFn):
         """The refreshes the post has engagement or a publication in."""
         ends: set[int] = set()
         for period in post.periods:
-            ends.update(_period_ends(period, self._config))
+            ends.update(refreshes_holding(period, self._config))
         for version in post.versions:
             if not version.deleted:
-                ends.update(publish_ends(version.published_at, self._config))
+                ends.update(refreshes_holding(version.published_at, self._config))
         return ends
 
     def _arm(self, post: _PostState, expire: Any) -> None:
@@ -295,13 +296,6 @@ class PostSnapshotsFn(beam.DoFn):
         post.versions = older[-1:] + [v for v in post.versions if v.version[0] > post.closed]
         self._arm(post, expire)
         state.write(post)
-
-
-def _period_ends(period: int, config: ScoringConfig) -> range:
-    """The refreshes whose window holds the period starting at ``period``."""
-    return range(
-        period + config.window_period, period + config.window_size + 1, config.window_period
-    )
 
 
 class Refresh(NamedTuple):
@@ -545,7 +539,6 @@ class FeedShardFn(beam.DoFn):
                 yield from self._on_post(readers, before, after, info, latest, now)
         elif not indexes or value.end > max(indexes) - self._keep:  # else closed long since
             refresh: Refresh = value
-            self._patch_cache.pop(element[0], None)
             indexes[refresh.end] = refresh.candidates
             newest = max(indexes)
             indexes = {e: i for e, i in indexes.items() if e > newest - self._keep}
@@ -555,7 +548,8 @@ class FeedShardFn(beam.DoFn):
                 live_state.write(live)
                 self._fold(readers, newest)
                 readers_state.write(readers)
-                yield from self._rebuild_all(readers, indexes[newest], live, newest, clock)
+                patched = self._patched(element[0], indexes, newest, live)
+                yield from self._rebuild(readers, patched, newest, max(newest, clock), "schedule")
             if self._emit_refreshes:
                 yield from self._refreshes(readers, ((refresh.end, refresh.candidates),))
 
@@ -632,10 +626,6 @@ class FeedShardFn(beam.DoFn):
 
     def _window(self, end: int | None) -> tuple[float, float] | None:
         return None if end is None else (end - self._config.window_size, end)
-
-    def _rebuild_all(self, readers, index, live, end: int, clock: float) -> Iterator[Any]:
-        patched = patch_index(index, live.values())
-        yield from self._rebuild(readers, patched, end, max(end, clock), "schedule")
 
     def _rebuild(self, readers, index, end: int | None, now: float, reason: str) -> Iterator[Any]:
         window = self._window(end)

@@ -16,7 +16,7 @@ from blogflow.transforms.live_feeds import (
     feed_shard,
     patch_index,
     profile_at,
-    publish_ends,
+    refreshes_holding,
     snapshot,
 )
 from blogflow.transforms.scoring import HOUR, ScoringConfig, post_score
@@ -30,8 +30,8 @@ def info(post_id="p1", at=T, published=T, *, deleted=False, author="alice", tags
 
 
 def test_a_post_is_in_the_refreshes_whose_window_holds_its_publication():
-    assert list(publish_ends(T + 10, CONFIG)) == [T + h * HOUR for h in (1, 2, 3, 4)]
-    assert list(publish_ends(T, CONFIG)) == [T + h * HOUR for h in (1, 2, 3, 4)]
+    assert list(refreshes_holding(T + 10, CONFIG)) == [T + h * HOUR for h in (1, 2, 3, 4)]
+    assert list(refreshes_holding(T, CONFIG)) == [T + h * HOUR for h in (1, 2, 3, 4)]
 
 
 def test_a_new_post_is_a_candidate_with_score_zero_only_in_its_window():
